@@ -1,0 +1,180 @@
+"""Static layout of a compiled program: port numbering, neuron groups and the network-matrix layout.
+
+For every kind K the input ports are the rows of W_K and the output ports its columns, ordered
+group by group, then port by port within the group's type, then neuron by neuron. Each group's ports therefore
+occupy contiguous slices of X_K and Y_K, so a cycle reads a group's inputs with static slices and writes its
+outputs by concatenation; nothing in the compiled cycle grows with the number of neurons of a type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+
+from .errors import ProgramError, UnknownStreamError
+from .kinds import NETWORK, Kind
+from .neuron import NeuronType
+from .program import Program, split_stream
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Neurons of one type, run by one vectorised call.
+
+    `inputs` and `outputs` give, per port of the type, `(port, kind name, start)`: the group's n values of that
+    port are rows `start : start + n` of X (or Y) of that kind.
+    """
+
+    id: str
+    type: NeuronType
+    members: tuple[str, ...]
+    inputs: tuple[tuple[str, str, int], ...]
+    outputs: tuple[tuple[str, str, int], ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkLayout:
+    """Where each kind's block W_K sits inside a NETWORK-kind value.
+
+    If NETWORK is the program's only kind the value is W itself, shape (M, N). Otherwise the value is the flat
+    concatenation of every block W_K (row-major), in the order of `blocks` = ((kind name, M_K, N_K, offset), ...).
+    """
+
+    blocks: tuple[tuple[str, int, int, int], ...]
+    kind: Kind
+    rows: Mapping[str, tuple[str, ...]]
+    cols: Mapping[str, tuple[str, ...]]
+
+    def block(self, value, kind_name: str):
+        """W_K from a network value (a NumPy or JAX array of `kind.shape`)."""
+        for name, m, n, off in self.blocks:
+            if name == kind_name:
+                if len(self.kind.shape) == 2:
+                    return value
+                return value[off : off + m * n].reshape(m, n)
+        raise ProgramError(f"the network has no block of kind {kind_name!r}")
+
+    def flatten(self, blocks: Mapping[str, object], xp=np):
+        """A network value from the blocks {kind name: W_K}."""
+        if len(self.kind.shape) == 2:
+            return blocks[self.blocks[0][0]]
+        parts = [xp.reshape(blocks[name], (-1,)) for name, m, n, _ in self.blocks if m * n]
+        return xp.concatenate(parts)
+
+    def index(self, src: str, dst: str) -> int | tuple[int, int]:
+        """The position of entry W[dst, src] inside a network value."""
+        for name, _, n, off in self.blocks:
+            if src in self.cols[name] and dst in self.rows[name]:
+                i, j = self.rows[name].index(dst), self.cols[name].index(src)
+                return (i, j) if len(self.kind.shape) == 2 else off + i * n + j
+        raise ProgramError(f"no network entry {src!r} -> {dst!r}: not an output and input port of one kind")
+
+    def delta(self, entries: Mapping[tuple[str, str], float]) -> np.ndarray:
+        """The network value (float64 NumPy) with `delta` at every W[dst, src] of ``{(src, dst): delta}``."""
+        out = np.zeros(self.kind.shape)
+        for (src, dst), d in entries.items():
+            out[self.index(src, dst)] += float(d)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Rows, columns and groups of a program (see the module docstring)."""
+
+    kinds: Mapping[str, Kind]  # resolved kinds (NETWORK has its concrete shape), in order
+    rows: Mapping[str, tuple[str, ...]]  # kind name -> input streams (rows of W_K)
+    cols: Mapping[str, tuple[str, ...]]  # kind name -> output streams (columns of W_K)
+    groups: tuple[Group, ...]
+    network: NetworkLayout | None
+    self_stream: str | None  # the Self neuron's output, if the program has one
+
+    def locate(self, stream: str) -> tuple[str, str, int]:
+        """``(side, kind name, index)`` of a stream; side is "in" (a row of W) or "out" (a column)."""
+        split_stream(stream)
+        for k in self.kinds:
+            if stream in self._row_index[k]:
+                return "in", k, self._row_index[k][stream]
+            if stream in self._col_index[k]:
+                return "out", k, self._col_index[k][stream]
+        raise UnknownStreamError(f"unknown stream {stream!r}")
+
+    def kind_of(self, stream: str) -> Kind:
+        return self.kinds[self.locate(stream)[1]]
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(s for k in self.kinds for s in self.rows[k] + self.cols[k])
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_row_index", {k: {s: i for i, s in enumerate(v)} for k, v in self.rows.items()})
+        object.__setattr__(self, "_col_index", {k: {s: i for i, s in enumerate(v)} for k, v in self.cols.items()})
+
+
+def build_layout(program: Program) -> Layout:
+    """Number the ports of `program` and group its neurons by type."""
+    members: dict[NeuronType, list[str]] = {}
+    for name, neuron in program.neurons.items():
+        members.setdefault(neuron.type, []).append(name)
+    if not members:
+        raise ProgramError("the program has no neurons")
+
+    kind_order: list[str] = []
+    kinds: dict[str, Kind] = {}
+    for t in members:
+        for port in t.ports:
+            if port.kind.name not in kinds:
+                kinds[port.kind.name] = port.kind
+                kind_order.append(port.kind.name)
+
+    rows: dict[str, list[str]] = {k: [] for k in kind_order}
+    cols: dict[str, list[str]] = {k: [] for k in kind_order}
+    groups = []
+    used_ids: dict[str, int] = {}
+    for t, names in members.items():
+        gid = t.name if t.name not in used_ids else f"{t.name}_{used_ids[t.name]}"
+        used_ids[t.name] = used_ids.get(t.name, 0) + 1
+        ins, outs = [], []
+        for port in t.inputs:
+            ins.append((port.name, port.kind.name, len(rows[port.kind.name])))
+            rows[port.kind.name].extend(f"{n}.{port.name}" for n in names)
+        for port in t.outputs:
+            outs.append((port.name, port.kind.name, len(cols[port.kind.name])))
+            cols[port.kind.name].extend(f"{n}.{port.name}" for n in names)
+        groups.append(Group(gid, t, tuple(names), tuple(ins), tuple(outs)))
+
+    rows_t = {k: tuple(v) for k, v in rows.items()}
+    cols_t = {k: tuple(v) for k, v in cols.items()}
+    network = None
+    if "network" in kinds:
+        if kind_order == ["network"]:
+            shape: tuple[int, ...] = (len(rows_t["network"]), len(cols_t["network"]))
+            blocks = (("network", shape[0], shape[1], 0),)
+        else:
+            blocks, off = [], 0
+            for k in kind_order:
+                m, n = len(rows_t[k]), len(cols_t[k])
+                blocks.append((k, m, n, off))
+                off += m * n
+            blocks = tuple(blocks)
+            shape = (off,)
+        if 0 in shape:
+            raise ProgramError(
+                "the network matrix has no entries: a NETWORK-kind port needs input and output ports to address"
+            )
+        kinds["network"] = Kind("network", shape)
+        network = NetworkLayout(blocks, kinds["network"], rows_t, cols_t)
+
+    selfs = [n for n, v in program.neurons.items() if v.type.role == "self"]
+    self_stream = None
+    if selfs:
+        t = program.neurons[selfs[0]].type
+        if len(t.outputs) != 1 or t.outputs[0].kind != NETWORK:
+            raise ProgramError(f"Self neuron {selfs[0]!r} must have exactly one output, of the NETWORK kind")
+        self_stream = f"{selfs[0]}.{t.outputs[0].name}"
+    return Layout({k: kinds[k] for k in kind_order}, rows_t, cols_t, tuple(groups), network, self_stream)

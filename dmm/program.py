@@ -1,0 +1,244 @@
+"""`Program`: what a user writes. Neurons, weighted links and initial output values; pure data.
+
+Streams are named ``"neuron.port"``. A link joins an *output* port (a column of the network matrix W) to an
+*input* port (a row of W) of the same kind. Every check that can be made while a program is written is made then,
+and fails with a `ProgramError` naming the neuron, port, kind or link at fault.
+
+Example:
+
+    p = dmm.Program()
+    p.add("one", neurons.const(1.0))
+    p.add("cnt", neurons.accumulator())
+    p.link("cnt.out", "cnt.accum", 1.0)
+    p.link("one.out", "cnt.delta", 1.0)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from .errors import ProgramError, UnknownStreamError
+from .kinds import NETWORK, Kind
+from .neuron import Neuron, NeuronType, Port
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """A weighted link from output port `src` to input port `dst`. `trainable=False` marks a hard link."""
+
+    src: str
+    dst: str
+    weight: float
+    trainable: bool = True
+
+
+def split_stream(name: str) -> tuple[str, str]:
+    """Split ``"neuron.port"`` into its two names."""
+    if not isinstance(name, str):
+        raise ProgramError(f"a stream name must be a string 'neuron.port', not {name!r}")
+    parts = name.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ProgramError(f"{name!r} is not a stream name of the form 'neuron.port'")
+    return parts[0], parts[1]
+
+
+class Program:
+    """A DMM program under construction (see the module docstring).
+
+    A program is a mutable builder; `dmm.compile` takes a snapshot, so changing a program after compiling it does
+    not change the machine. `copy()` gives an independent program (for growing a running machine, see
+    `Machine.transfer`).
+    """
+
+    def __init__(self) -> None:
+        self._neurons: dict[str, Neuron] = {}
+        self._links: dict[tuple[str, str], Link] = {}
+        self._initial: dict[str, Any] = {}
+        self._kinds: dict[str, Kind] = {}
+
+    # ----------------------------------------------------------------------------------------------- building
+    def add(self, name: str, neuron: Neuron | NeuronType, *, initial: Mapping[str, Any] | None = None) -> None:
+        """Add a neuron named `name` (no '.') made by a neuron factory such as `neurons.accumulator()`.
+
+        `initial` optionally maps output port names to initial output values Y_0 (default zeros).
+        """
+        if isinstance(neuron, NeuronType):
+            neuron = Neuron(neuron)
+        if not isinstance(neuron, Neuron):
+            raise ProgramError(f"neuron {name!r}: expected a Neuron or NeuronType, got {type(neuron).__name__}")
+        if not isinstance(name, str) or not name or "." in name or name.strip() != name:
+            raise ProgramError(f"bad neuron name {name!r}: use a non-empty name without '.' or outer spaces")
+        if name in self._neurons:
+            raise ProgramError(f"duplicate neuron name {name!r}")
+        kinds = dict(self._kinds)
+        for port in neuron.type.ports:
+            k = port.kind
+            if k.name in kinds and kinds[k.name] != k:
+                raise ProgramError(
+                    f"neuron {name!r}, port {port.name!r}: kind {k!r} has the name of another kind in this program "
+                    f"({kinds[k.name]!r})"
+                )
+            kinds[k.name] = k
+        if neuron.type.role == "self" and any(n.type.role == "self" for n in self._neurons.values()):
+            other = next(n for n, v in self._neurons.items() if v.type.role == "self")
+            raise ProgramError(f"neuron {name!r}: a program has at most one Self neuron ({other!r} is one)")
+        self._neurons[name] = neuron
+        self._kinds = kinds
+        try:
+            for port, value in (initial or {}).items():
+                self.set_initial(f"{name}.{port}", value)
+        except ProgramError:
+            del self._neurons[name]
+            raise
+
+    def link(self, src: str, dst: str, weight: float = 1.0, *, trainable: bool = True) -> None:
+        """Link output port `src` to input port `dst` with `weight` (W[dst, src] = weight).
+
+        `trainable=False` marks a hard link, kept fixed in training. Linking the same pair twice is an error
+        (use `set_weight` to change a weight).
+        """
+        s_port = self.port(src)
+        d_port = self.port(dst)
+        if self.is_input(src):
+            raise ProgramError(f"link {src!r} -> {dst!r}: the source {src!r} is an input port; links start at outputs")
+        if not self.is_input(dst):
+            raise ProgramError(f"link {src!r} -> {dst!r}: the target {dst!r} is an output port; links end at inputs")
+        if s_port.kind != d_port.kind:
+            raise ProgramError(
+                f"link {src!r} -> {dst!r} joins kind {s_port.kind.name!r} to kind {d_port.kind.name!r}; "
+                "links join ports of one kind (convert inside a neuron)"
+            )
+        w = self._check_weight(src, dst, weight)
+        if (src, dst) in self._links:
+            raise ProgramError(f"duplicate link {src!r} -> {dst!r} (use set_weight to change it)")
+        self._links[(src, dst)] = Link(src, dst, w, bool(trainable))
+
+    def set_weight(self, src: str, dst: str, weight: float) -> None:
+        """Change the weight of an existing link."""
+        if (src, dst) not in self._links:
+            raise ProgramError(f"there is no link {src!r} -> {dst!r}")
+        self._links[(src, dst)] = dataclasses.replace(self._links[(src, dst)], weight=self._check_weight(src, dst, weight))
+
+    def set_initial(self, stream: str, value: Any) -> None:
+        """Set the initial output Y_0 of output port `stream` (an array of the port's kind shape)."""
+        port = self.port(stream)
+        if self.is_input(stream):
+            raise ProgramError(f"{stream!r} is an input port; initial values belong to output ports")
+        if port.kind == NETWORK:
+            if self.neuron(split_stream(stream)[0]).type.role == "self":
+                raise ProgramError(f"{stream!r} is the Self neuron's output: its initial value W_0 is the program's links")
+            if not isinstance(value, Mapping):
+                raise ProgramError(
+                    f"{stream!r} has the NETWORK kind: give its initial value as {{(source port, target port): value}}"
+                )
+            entries = []
+            for key, v in value.items():
+                if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(s, str) for s in key)):
+                    raise ProgramError(f"initial value of {stream!r}: {key!r} is not a (source port, target port) pair")
+                entries.append((key[0], key[1], self._check_weight(key[0], key[1], v)))
+            self._initial[stream] = tuple(entries)
+            return
+        try:
+            v = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ProgramError(f"initial value of {stream!r} is not numeric: {value!r}") from None
+        if v.shape != port.kind.shape:
+            raise ProgramError(
+                f"initial value of {stream!r} has shape {v.shape}; kind {port.kind.name!r} needs {port.kind.shape}"
+            )
+        if not np.all(np.isfinite(v)):
+            raise ProgramError(f"initial value of {stream!r} is not finite")
+        self._initial[stream] = v
+
+    @staticmethod
+    def _check_weight(src: str, dst: str, weight: Any) -> float:
+        try:
+            w = float(weight)
+        except (TypeError, ValueError):
+            raise ProgramError(f"link {src!r} -> {dst!r}: weight {weight!r} is not a number") from None
+        if not math.isfinite(w):
+            raise ProgramError(f"link {src!r} -> {dst!r}: weight {w} is not finite")
+        return w
+
+    # ---------------------------------------------------------------------------------------------- reading
+    @property
+    def neurons(self) -> Mapping[str, Neuron]:
+        """Neuron name -> `Neuron`, in the order they were added (read-only view)."""
+        return dict(self._neurons)
+
+    @property
+    def links(self) -> tuple[Link, ...]:
+        """The links, in the order they were made."""
+        return tuple(self._links.values())
+
+    @property
+    def initial(self) -> Mapping[str, Any]:
+        """Output stream -> initial value, for the streams that do not start at zero: a float64 NumPy array, or for a
+        NETWORK-kind stream a tuple of matrix entries ``(src, dst, value)``."""
+        return dict(self._initial)
+
+    @property
+    def kinds(self) -> Mapping[str, Kind]:
+        """Kind name -> Kind, for every kind a port of this program has."""
+        return dict(self._kinds)
+
+    def neuron(self, name: str) -> Neuron:
+        try:
+            return self._neurons[name]
+        except KeyError:
+            raise UnknownStreamError(f"unknown neuron {name!r}") from None
+
+    def port(self, stream: str) -> Port:
+        """The `Port` behind ``"neuron.port"``."""
+        n, p = split_stream(stream)
+        if n not in self._neurons:
+            raise UnknownStreamError(f"unknown neuron {n!r} (in {stream!r})")
+        port = self._neurons[n].type.port(p)
+        if port is None:
+            names = [q.name for q in self._neurons[n].type.ports]
+            raise UnknownStreamError(f"neuron {n!r} ({self._neurons[n].type!r}) has no port {p!r}; its ports: {names}")
+        return port
+
+    def is_input(self, stream: str) -> bool:
+        n, p = split_stream(stream)
+        self.port(stream)
+        return self._neurons[n].type.is_input(p)
+
+    def streams(self) -> Iterator[str]:
+        """Every stream name, neuron by neuron, inputs before outputs."""
+        for n, neuron in self._neurons.items():
+            for port in neuron.type.ports:
+                yield f"{n}.{port.name}"
+
+    def copy(self) -> Program:
+        """An independent copy (neurons are immutable and shared)."""
+        return copy.deepcopy(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Program):
+            return NotImplemented
+        if list(self._neurons) != list(other._neurons) or self.links != other.links:
+            return False
+        for n, a in self._neurons.items():
+            b = other._neurons[n]
+            if a.type != b.type or a.params.keys() != b.params.keys():
+                return False
+            if not all(np.array_equal(a.params[k], b.params[k]) for k in a.params):
+                return False
+        if self._initial.keys() != other._initial.keys():
+            return False
+        return all(
+            v == other._initial[k] if isinstance(v, tuple) else np.array_equal(v, other._initial[k])
+            for k, v in self._initial.items()
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Program({len(self._neurons)} neurons, {len(self._links)} links, kinds {sorted(self._kinds)})"

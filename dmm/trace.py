@@ -1,0 +1,142 @@
+"""`Trace`: the recorded streams of a run.
+
+``trace["neuron.port"]`` is an array of shape ``(steps, *kind.shape)`` whose row c - 1 - first_cycle holds cycle c
+(input ports hold X_c, output ports Y_c). Outside JAX transformations the arrays are NumPy arrays; under
+`jax.grad`/`jax.vmap`/`jax.jit` they are traced arrays (a Trace is a pytree). Keyed kinds read back as
+``{label: value}`` dicts (`labeled`). Traces save to ``.npz`` with their metadata as JSON inside, and load without
+pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from .errors import FileFormatError, UnknownStreamError
+from .files import atomic_write_npz, open_npz
+from .kinds import Kind
+
+
+FORMAT = "dmm-trace"
+VERSION = 1
+
+
+@jax.tree_util.register_pytree_node_class
+class Trace:
+    """Recorded streams of a run (see the module docstring).
+
+    **Attributes:** `first_cycle` (cycles done before the run; row 0 is cycle first_cycle + 1), `state` (the final
+    `State`, to continue from; None for a loaded trace), `kinds` ({stream: Kind}).
+    """
+
+    def __init__(self, records: Mapping[str, Any], kinds: Mapping[str, Kind], first_cycle: Any = 0, state: Any = None):
+        self._records = dict(records)
+        self.kinds = dict(kinds)
+        self.first_cycle = first_cycle
+        self.state = state
+
+    # pytree protocol: arrays (and the final state) are leaves, names and kinds are static.
+    def tree_flatten(self):
+        names = tuple(self._records)
+        return (tuple(self._records[n] for n in names), self.first_cycle, self.state), (names, tuple(self.kinds.items()))
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        names, kinds = aux
+        arrays, first, state = children
+        return cls(dict(zip(names, arrays)), dict(kinds), first, state)
+
+    # ------------------------------------------------------------------------------------------- reading
+    def __getitem__(self, stream: str) -> Any:
+        try:
+            return self._records[stream]
+        except KeyError:
+            raise UnknownStreamError(
+                f"stream {stream!r} was not recorded (recorded: {self.names[:8]}{'...' if len(self.names) > 8 else ''}); "
+                "pass record=[...] or record='all' to run"
+            ) from None
+
+    def __contains__(self, stream: object) -> bool:
+        return stream in self._records
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._records)
+
+    @property
+    def steps(self) -> int:
+        if not self._records:
+            return 0
+        return int(next(iter(self._records.values())).shape[0])
+
+    @property
+    def cycles(self) -> np.ndarray:
+        """Cycle numbers of the rows: first_cycle + 1, ..., first_cycle + steps."""
+        return np.arange(int(self.first_cycle) + 1, int(self.first_cycle) + 1 + self.steps)
+
+    def at(self, stream: str, cycle: int) -> Any:
+        """The value of `stream` at cycle `cycle`."""
+        row = cycle - int(self.first_cycle) - 1
+        if not 0 <= row < self.steps:
+            raise UnknownStreamError(f"cycle {cycle} is outside this trace (cycles {self.cycles[:1]}..{self.cycles[-1:]})")
+        return self[stream][row]
+
+    def labeled(self, stream: str) -> list[dict[str, float]]:
+        """A keyed stream as one ``{label: value}`` dict per cycle (labels as in `Kind.labels`)."""
+        kind = self.kinds[stream] if stream in self.kinds else None
+        values = np.asarray(self[stream])
+        if kind is None or kind.labels is None:
+            raise UnknownStreamError(f"stream {stream!r} has no key table (its kind is {kind!r})")
+        return [dict(zip(kind.labels, map(float, row))) for row in values]
+
+    def __repr__(self) -> str:
+        return f"Trace({self.steps} cycles from {self.first_cycle} + 1, streams {self.names[:6]}{'...' if len(self) > 6 else ''})"
+
+    # ----------------------------------------------------------------------------------------------- files
+    def save(self, path: str) -> None:
+        """Write the trace to `path` (.npz) atomically: arrays plus a JSON header (kinds, first cycle)."""
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "first_cycle": int(self.first_cycle),
+            "streams": [{"name": n, "kind": self.kinds[n].to_json()} for n in self._records],
+        }
+        arrays = {f"s{i}": np.asarray(v) for i, v in enumerate(self._records.values())}
+        atomic_write_npz(path, {"__meta__": np.array(json.dumps(meta)), **arrays})
+
+    @classmethod
+    def load(cls, path: str) -> Trace:
+        """Read a trace written by `save`; a malformed or truncated file raises `FileFormatError` naming it."""
+        with open_npz(path) as z:
+            try:
+                meta = json.loads(str(z["__meta__"]))
+                if meta.get("format") != FORMAT:
+                    raise FileFormatError(f"{path}: not a dmm trace file (format {meta.get('format')!r})")
+                if meta.get("version") != VERSION:
+                    raise FileFormatError(f"{path}: trace format version {meta.get('version')} is not supported")
+                records, kinds = {}, {}
+                for i, s in enumerate(meta["streams"]):
+                    kind = Kind.from_json(s["kind"])
+                    arr = z[f"s{i}"]
+                    if arr.shape[1:] != kind.shape:
+                        raise FileFormatError(f"{path}: stream {s['name']!r} has shape {arr.shape[1:]}, kind says {kind.shape}")
+                    records[s["name"]] = arr
+                    kinds[s["name"]] = kind
+                lengths = {a.shape[0] for a in records.values()}
+                if len(lengths) > 1:
+                    raise FileFormatError(f"{path}: streams have different lengths {sorted(lengths)}")
+                return cls(records, kinds, int(meta["first_cycle"]))
+            except FileFormatError:
+                raise
+            except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+                raise FileFormatError(f"{path}: malformed trace file ({type(e).__name__}: {e})") from None
