@@ -65,8 +65,9 @@ def atomic_write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) 
 def open_npz(path: str | os.PathLike, data: bytes | None = None) -> Iterator[Any]:
     """Open a .npz without pickle, turning every read failure into `FileFormatError` naming `path`."""
     try:
-        src = io.BytesIO(data) if data is not None else path
-        with np.load(src, allow_pickle=False) as z:
+        if data is None:
+            data = Path(path).read_bytes()
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
             yield z
     except DMMError:
         raise

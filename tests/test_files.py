@@ -1,0 +1,153 @@
+"""Program files: exact round trips, atomic writes, no code execution, clear errors for bad files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import dmm
+import neurons
+import programs
+
+
+def rich_program() -> dmm.Program:
+    """Keyed kinds, matrix kinds, parameters, hard links, initial values, a Self neuron with NETWORK entries."""
+    chars = neurons.chars_kind("ab.")
+    mat = dmm.Kind("mat", (2, 2))
+    p = dmm.Program()
+    neurons.add_self(p)
+    p.add("t", neurons.timer())
+    p.add("in", neurons.text_input("ab.", 3, chars))
+    p.add("acc", neurons.accumulator(chars), initial={"out": [0.5, 0.0, -1.25]})
+    p.add("m", neurons.const(np.array([[1.0, 2.0], [3.0, 4.0]]) / 3, mat))
+    p.add("lin", neurons.linear(chars, dmm.NUMBER, matrix=np.array([[0.1, -0.2, 1 / 3]]), bias=[0.25]))
+    p.add("dot", neurons.dot(chars, clip=4.0))
+    p.add("upd", neurons.constant_matrix({("acc.out", "acc.accum"): -0.125}),
+          initial={"out": {("acc.out", "acc.accum"): -0.125}})
+    p.add("sink", neurons.sink({"y": dmm.NUMBER, "z": mat}))
+    p.link("t.out", "t.in", 1.0, trainable=False)
+    p.link("t.out", "in.timer", 1.0, trainable=False)
+    p.link("acc.out", "acc.accum", 1.0)
+    p.link("in.out", "acc.delta", 0.1)
+    p.link("acc.out", "lin.in", 1 / 7)
+    p.link("lin.out", "sink.y", -2.5)
+    p.link("m.out", "sink.z", 1.0)
+    p.link("acc.out", "dot.x", 1.0)
+    p.link("upd.out", "self.delta", 1.0)
+    return p
+
+
+def test_round_trip_is_exact(tmp_path):
+    p = rich_program()
+    jpath, npath = dmm.save_program(p, tmp_path / "prog")
+    assert jpath.name == "prog.json" and npath.name == "prog.npz"
+    q = dmm.load_program(tmp_path / "prog.json")
+    assert q == p
+    a, b = dmm.compile(p).run(12, record="all"), dmm.compile(q).run(12, record="all")
+    for s in a:
+        np.testing.assert_array_equal(a[s], b[s])
+
+
+def test_round_trip_of_canonical_program(tmp_path):
+    p = programs.duplicate_detector()
+    dmm.save_program(p, tmp_path / "det.npz")  # either file name, or the stem, names the pair
+    assert dmm.load_program(tmp_path / "det") == p
+
+
+def test_files_are_plain_json_and_npz(tmp_path):
+    dmm.save_program(rich_program(), tmp_path / "p")
+    meta = json.loads((tmp_path / "p.json").read_text())
+    assert meta["format"] == "dmm-program" and meta["neurons"][0]["type"] == "self"
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as z:
+        assert z["weights"].dtype == np.float64
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    dmm.save_program(programs.duplicate_detector(), tmp_path / "p")
+    before = (tmp_path / "p.json").read_bytes(), (tmp_path / "p.npz").read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        dmm.save_program(rich_program(), tmp_path / "p")
+    monkeypatch.undo()
+    assert ((tmp_path / "p.json").read_bytes(), (tmp_path / "p.npz").read_bytes()) == before
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["p.json", "p.npz"]  # no temporary files left behind
+
+
+def corrupt(tmp_path, edit):
+    dmm.save_program(rich_program(), tmp_path / "p")
+    meta = json.loads((tmp_path / "p.json").read_text())
+    edit(meta)
+    (tmp_path / "p.json").write_text(json.dumps(meta))
+    return tmp_path / "p.json"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(format="other"), "not a dmm program file"),
+        (lambda m: m.update(version=99), "version 99 is not supported"),
+        (lambda m: m["neurons"][1].update(type="os.system"), "unknown neuron type 'os.system'"),
+        (lambda m: m["neurons"][1].update(config=[["bogus", 1]]), "unexpected keyword argument 'bogus'"),
+        (lambda m: m["links"].append(["t.out", "in.timer", True]), "weights for"),
+        (lambda m: m["links"].__setitem__(0, ["t.out", "nobody.in", True]), "unknown neuron 'nobody'"),
+        (lambda m: m["neurons"][2]["config"][2].__setitem__(1, {"$code": "print(1)"}), "unexpected object"),
+        (lambda m: m.pop("links"), "malformed program file"),
+        (lambda m: m.update(npz_sha256="0" * 64), "does not match p.json"),
+    ],
+)
+def test_malformed_files(tmp_path, edit, message):
+    path = corrupt(tmp_path, edit)
+    with pytest.raises(dmm.FileFormatError, match=message):
+        dmm.load_program(path)
+
+
+def test_truncated_and_missing_files(tmp_path):
+    dmm.save_program(rich_program(), tmp_path / "p")
+    text = (tmp_path / "p.json").read_text()
+    (tmp_path / "p.json").write_text(text[: len(text) // 2])
+    with pytest.raises(dmm.FileFormatError, match="p.json: not valid JSON"):
+        dmm.load_program(tmp_path / "p")
+    (tmp_path / "p.json").write_text(text)
+    data = (tmp_path / "p.npz").read_bytes()
+    (tmp_path / "p.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(dmm.FileFormatError, match="p.npz: does not match"):
+        dmm.load_program(tmp_path / "p")
+    os.unlink(tmp_path / "p.npz")
+    with pytest.raises(dmm.FileFormatError, match="p.npz: missing"):
+        dmm.load_program(tmp_path / "p")
+    with pytest.raises(dmm.FileFormatError, match="nothing.json: no such file"):
+        dmm.load_program(tmp_path / "nothing")
+
+
+def test_pickled_arrays_are_refused(tmp_path):
+    import hashlib
+    import io
+
+    dmm.save_program(programs.duplicate_detector(), tmp_path / "p")
+    with np.load(tmp_path / "p.npz") as z:
+        arrays = dict(z)
+    arrays["weights"] = np.array([object()] * 11, dtype=object)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    (tmp_path / "p.npz").write_bytes(buf.getvalue())
+    meta = json.loads((tmp_path / "p.json").read_text())
+    meta["npz_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    (tmp_path / "p.json").write_text(json.dumps(meta))
+    with pytest.raises(dmm.FileFormatError, match="pickle"):
+        dmm.load_program(tmp_path / "p")
+
+
+def test_failed_load_leaves_callers_objects_untouched(tmp_path):
+    p = rich_program()
+    snapshot = p.copy()
+    path = corrupt(tmp_path, lambda m: m["links"].append(["t.out", "nobody.in", True]))
+    with pytest.raises(dmm.FileFormatError):
+        p = dmm.load_program(path)
+    assert p == snapshot
