@@ -57,9 +57,10 @@ def compile(
 
     row_ix = {k: {s: i for i, s in enumerate(r)} for k, r in lay.rows.items()}
     col_ix = {k: {s: j for j, s in enumerate(c)} for k, c in lay.cols.items()}
+    kind_of = {s: k for k, c in lay.cols.items() for s in c}
     edges: dict[str, tuple[list[int], list[int], list[float], list[bool]]] = {k: ([], [], [], []) for k in lay.kinds}
     for link in program.links:
-        k = program.port(link.src).kind.name
+        k = kind_of[link.src]
         e = edges[k]
         e[0].append(row_ix[k][link.dst])
         e[1].append(col_ix[k][link.src])
@@ -95,8 +96,9 @@ def compile(
 
     neuron_params: dict[str, dict[str, Any]] = {}
     neuron_mask: dict[str, dict[str, Any]] = {}
+    all_neurons = program.neurons
     for g in lay.groups:
-        ps = [program.neurons[n].params for n in g.members]
+        ps = [all_neurons[n].params for n in g.members]
         neuron_params[g.id] = {
             p: jnp.asarray(np.stack([q[p] for q in ps]), dtype if d.dtype.kind == "f" else d.dtype)
             for p, d in g.type.defaults.items()
@@ -128,4 +130,4 @@ def _check_cycle(machine: Machine) -> None:
     """Trace one cycle abstractly so that a neuron type's mistakes surface now, naming the type."""
     key = jax.random.key(0) if machine._stochastic else None
     state = jax.eval_shape(machine.init_state, machine.params)
-    jax.eval_shape(lambda p, s: machine._cycle(p, s, {}, key), machine.params, State(*state))
+    jax.eval_shape(lambda t, p, s: machine._cycle(t, p, s, {}, key), machine._tables, machine.params, State(*state))

@@ -79,9 +79,8 @@ class Machine:
         self._edges = dict(edges)
         self._y0 = dict(y0)
         self._stochastic = [g for g in layout.groups if g.type.stochastic]
-        self._simulate_jit = jax.jit(
-            self.simulate, static_argnames=("steps", "record", "remat", "check_finite")
-        )
+        # Index tables are arguments of the jitted function, not constants baked into the compiled program.
+        self._simulate_jit = jax.jit(self._simulate, static_argnames=("steps", "record", "remat", "check_finite"))
 
     # ------------------------------------------------------------------------------------------------ state
     @property
@@ -205,6 +204,8 @@ class Machine:
         """
         params = old.params if params is None else params
         entries = old.weights(params)
+        # a link trained or edited to exactly zero keeps its zero (it is not a missing entry)
+        entries.update({(l.src, l.dst): 0.0 for l in old.program.links if (l.src, l.dst) not in entries})
         new_params = self.params
         keep = {e: w for e, w in entries.items() if self._has_entry(*e)}
         new_params = self.set_weights(keep, new_params) if keep else new_params
@@ -220,21 +221,46 @@ class Machine:
                     side, k2, i = self.layout.locate(s)
                 except UnknownStreamError:
                     continue
+                if k == "network":  # matrix-valued streams: entries move with their ports
+                    outs[k2][i] = self._carry_network(old, old_y[j], outs[k2][i])
+                    continue
                 if old_y[j].shape != outs[k2][i].shape:
                     raise ProgramError(f"stream {s!r} changed shape from {old_y[j].shape} to {outs[k2][i].shape}")
                 outs[k2][i] = old_y[j]
         if self.layout.self_stream is not None:
-            running = old.weights(params, state) if old.layout.self_stream is not None else entries
-            blocks = {k: np.zeros((len(self.layout.rows[k]), len(self.layout.cols[k]))) for k in self.layout.kinds}
-            for k in blocks:
-                blocks[k][...] = np.asarray(self.matrices(new_params)[k])
-            for (src, dst), w in running.items():
-                if self._has_entry(src, dst):
-                    k, pos = self._entry(src, dst)
-                    blocks[k][pos] = w
             _, k, j = self.layout.locate(self.layout.self_stream)
-            outs[k][j] = self.network.flatten(blocks)
+            base = self.network.flatten({kk: np.asarray(w) for kk, w in self.matrices(new_params).items()})
+            if old.layout.self_stream is not None:
+                # the running matrix: entries that are nonzero or links of the old program keep their running value
+                # (a link a live edit set to zero stays zero); the other entries take this program's weights
+                running = np.asarray(old.read(state, old.layout.self_stream))
+                keep = running != 0
+                for link in old.program.links:
+                    keep[old.network.index(link.src, link.dst)] = True
+                base = self._carry_network(old, running, base, keep)
+            outs[k][j] = base
         return new_params, State({k: jnp.asarray(v, self.dtype) for k, v in outs.items()}, jnp.asarray(state.cycle))
+
+    def _carry_network(self, old: Machine, value: Any, base: Any, keep: Any = None) -> np.ndarray:
+        """A NETWORK-kind value of `old` mapped onto this machine's network layout by port names: every entry
+        between ports both machines have takes `value`'s entry (where the boolean value `keep` is true, if given),
+        the others keep `base`'s."""
+        out = np.array(base, dtype=np.float64)
+        value = np.asarray(value)
+        for name, _, n_old, off_old in old.network.blocks:
+            if name not in self.network.rows:
+                continue
+            pairs = []
+            for side in ("rows", "cols"):
+                new_index = {s: i for i, s in enumerate(getattr(self.network, side)[name])}
+                hits = [(i, new_index[s]) for i, s in enumerate(getattr(old.network, side)[name]) if s in new_index]
+                pairs.append(np.asarray(hits, np.int64).reshape(-1, 2))
+            (ro, rn), (co, cn) = pairs[0].T, pairs[1].T
+            n_new, off_new = next((b[2], b[3]) for b in self.network.blocks if b[0] == name)
+            src = (ro[:, None], co[None, :]) if value.ndim == 2 else (off_old + ro[:, None] * n_old + co[None, :],)
+            dst = (rn[:, None], cn[None, :]) if out.ndim == 2 else (off_new + rn[:, None] * n_new + cn[None, :],)
+            out[dst] = value[src] if keep is None else np.where(np.asarray(keep)[src], value[src], out[dst])
+        return out
 
     def _has_entry(self, src: str, dst: str) -> bool:
         try:
@@ -268,9 +294,9 @@ class Machine:
         inputs = {k: jnp.asarray(v, self.dtype) for k, v in (inputs or {}).items()}
         self._check_inputs(inputs, None)
         self._check_key(key)
-        return self._cycle(params, state, inputs, key)
+        return self._cycle(self._tables, params, state, inputs, key)
 
-    def _cycle(self, params: Params, state: State, inputs: Mapping[str, jax.Array], key: Any):
+    def _cycle(self, tables, params: Params, state: State, inputs: Mapping[str, jax.Array], key: Any):
         lay = self.layout
         cycle = state.cycle + 1
         W = params["W"]
@@ -284,7 +310,7 @@ class Machine:
             if m == 0 or n == 0:
                 X[k] = jnp.zeros((m, *kind.shape), self.dtype)
             elif self.backend[k] == "sparse":
-                X[k] = ell_matmul(W[k], self._tables[k], y.reshape(n, -1)).reshape(m, *kind.shape)
+                X[k] = ell_matmul(W[k], tables[k], y.reshape(n, -1)).reshape(m, *kind.shape)
             else:
                 X[k] = jnp.matmul(W[k], y.reshape(n, -1), precision=self.precision).reshape(m, *kind.shape)
         ckey = None if key is None else jax.random.fold_in(key, cycle)
@@ -386,6 +412,11 @@ class Machine:
         (steps, *kind.shape); `finite` is None, or (with `check_finite`) a dict {"in:K"/"out:K": bool array
         (steps, ports)} telling which streams were finite at each cycle.
         """
+        return self._simulate(
+            self._tables, params, state, inputs, key, steps=steps, record=record, remat=remat, check_finite=check_finite
+        )
+
+    def _simulate(self, tables, params, state, inputs, key, *, steps, record, remat, check_finite):
         state = self.init_state(params) if state is None else state
         lay = self.layout
         sel: dict[str, list[tuple[str, int]]] = {}
@@ -394,7 +425,7 @@ class Machine:
             sel.setdefault(f"{side}:{k}", []).append((n, i))
 
         def body(st, xs):
-            new, X = self._cycle(params, st, xs, key)
+            new, X = self._cycle(tables, params, st, xs, key)
             out = {}
             for sk, items in sel.items():
                 side, k = sk.split(":", 1)
@@ -460,9 +491,10 @@ class Machine:
         self._check_inputs(inputs, int(steps))
         self._check_key(key)
         final, records, flags = self._simulate_jit(
-            params, state, inputs, key, steps=int(steps), record=names, remat=remat, check_finite=check_finite
+            self._tables, params, state, inputs, key, steps=int(steps), record=names, remat=remat, check_finite=check_finite
         )
         first = final.cycle - steps
+        records = {n: records[n] for n in names}  # in the order asked for (jit returns dicts sorted by key)
         if _is_concrete((records, final)):
             records = {n: np.asarray(v) for n, v in records.items()}
             first = int(first)

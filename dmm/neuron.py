@@ -112,14 +112,18 @@ class NeuronType:
     def ports(self) -> tuple[Port, ...]:
         return self.inputs + self.outputs
 
+    @functools.cached_property
+    def _port_index(self) -> dict[str, tuple[Port, bool]]:
+        return {p.name: (p, i < len(self.inputs)) for i, p in enumerate(self.ports)}
+
     def port(self, name: str) -> Port | None:
-        for p in self.ports:
-            if p.name == name:
-                return p
-        return None
+        """The port called `name`, or None."""
+        hit = self._port_index.get(name)
+        return hit[0] if hit else None
 
     def is_input(self, name: str) -> bool:
-        return any(p.name == name for p in self.inputs)
+        hit = self._port_index.get(name)
+        return hit is not None and hit[1]
 
     @property
     def config_dict(self) -> dict[str, Any]:
@@ -241,6 +245,8 @@ class Neuron:
                 )
             if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
                 raise ProgramError(f"neuron type {self.type!r}: parameter {k!r} is not finite")
+            v = v.copy()
+            v.setflags(write=False)  # neurons are immutable, so programs can share them
             params[k] = v
         if given:
             raise ProgramError(f"neuron type {self.type!r} has no parameters {sorted(given)}")

@@ -15,9 +15,9 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
+import types
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -85,9 +85,9 @@ class Program:
                     f"({kinds[k.name]!r})"
                 )
             kinds[k.name] = k
-        if neuron.type.role == "self" and any(n.type.role == "self" for n in self._neurons.values()):
-            other = next(n for n, v in self._neurons.items() if v.type.role == "self")
-            raise ProgramError(f"neuron {name!r}: a program has at most one Self neuron ({other!r} is one)")
+        selfs = [n for n, v in self._neurons.items() if v.type.role == "self"] if neuron.type.role == "self" else []
+        if selfs:
+            raise ProgramError(f"neuron {name!r}: a program has at most one Self neuron ({selfs[0]!r} is one)")
         self._neurons[name] = neuron
         self._kinds = kinds
         try:
@@ -103,11 +103,11 @@ class Program:
         `trainable=False` marks a hard link, kept fixed in training. Linking the same pair twice is an error
         (use `set_weight` to change a weight).
         """
-        s_port = self.port(src)
-        d_port = self.port(dst)
-        if self.is_input(src):
+        s_port, s_input = self._lookup(src)
+        d_port, d_input = self._lookup(dst)
+        if s_input:
             raise ProgramError(f"link {src!r} -> {dst!r}: the source {src!r} is an input port; links start at outputs")
-        if not self.is_input(dst):
+        if not d_input:
             raise ProgramError(f"link {src!r} -> {dst!r}: the target {dst!r} is an output port; links end at inputs")
         if s_port.kind != d_port.kind:
             raise ProgramError(
@@ -154,6 +154,7 @@ class Program:
             )
         if not np.all(np.isfinite(v)):
             raise ProgramError(f"initial value of {stream!r} is not finite")
+        v.setflags(write=False)
         self._initial[stream] = v
 
     @staticmethod
@@ -169,8 +170,8 @@ class Program:
     # ---------------------------------------------------------------------------------------------- reading
     @property
     def neurons(self) -> Mapping[str, Neuron]:
-        """Neuron name -> `Neuron`, in the order they were added (read-only view)."""
-        return dict(self._neurons)
+        """Neuron name -> `Neuron`, in the order they were added (a read-only view)."""
+        return types.MappingProxyType(self._neurons)
 
     @property
     def links(self) -> tuple[Link, ...]:
@@ -181,12 +182,12 @@ class Program:
     def initial(self) -> Mapping[str, Any]:
         """Output stream -> initial value, for the streams that do not start at zero: a float64 NumPy array, or for a
         NETWORK-kind stream a tuple of matrix entries ``(src, dst, value)``."""
-        return dict(self._initial)
+        return types.MappingProxyType(self._initial)
 
     @property
     def kinds(self) -> Mapping[str, Kind]:
         """Kind name -> Kind, for every kind a port of this program has."""
-        return dict(self._kinds)
+        return types.MappingProxyType(self._kinds)
 
     def neuron(self, name: str) -> Neuron:
         try:
@@ -194,21 +195,24 @@ class Program:
         except KeyError:
             raise UnknownStreamError(f"unknown neuron {name!r}") from None
 
+    def _lookup(self, stream: str) -> tuple[Port, bool]:
+        n, p = split_stream(stream)
+        neuron = self._neurons.get(n)
+        if neuron is None:
+            raise UnknownStreamError(f"unknown neuron {n!r} (in {stream!r})")
+        hit = neuron.type._port_index.get(p)
+        if hit is None:
+            names = [q.name for q in neuron.type.ports]
+            raise UnknownStreamError(f"neuron {n!r} ({neuron.type!r}) has no port {p!r}; its ports: {names}")
+        return hit
+
     def port(self, stream: str) -> Port:
         """The `Port` behind ``"neuron.port"``."""
-        n, p = split_stream(stream)
-        if n not in self._neurons:
-            raise UnknownStreamError(f"unknown neuron {n!r} (in {stream!r})")
-        port = self._neurons[n].type.port(p)
-        if port is None:
-            names = [q.name for q in self._neurons[n].type.ports]
-            raise UnknownStreamError(f"neuron {n!r} ({self._neurons[n].type!r}) has no port {p!r}; its ports: {names}")
-        return port
+        return self._lookup(stream)[0]
 
     def is_input(self, stream: str) -> bool:
-        n, p = split_stream(stream)
-        self.port(stream)
-        return self._neurons[n].type.is_input(p)
+        """Whether ``"neuron.port"`` is an input port (a row of W)."""
+        return self._lookup(stream)[1]
 
     def streams(self) -> Iterator[str]:
         """Every stream name, neuron by neuron, inputs before outputs."""
@@ -217,8 +221,11 @@ class Program:
                 yield f"{n}.{port.name}"
 
     def copy(self) -> Program:
-        """An independent copy (neurons are immutable and shared)."""
-        return copy.deepcopy(self)
+        """An independent copy (neurons, links and initial values are immutable and shared)."""
+        out = Program()
+        out._neurons, out._links = dict(self._neurons), dict(self._links)
+        out._initial, out._kinds = dict(self._initial), dict(self._kinds)
+        return out
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Program):
