@@ -52,7 +52,6 @@ def main() -> None:
             m = dmm.compile(p, backend=backend)
             traces[backend] = m.run(T, record=record)
             times[backend] = best_time(lambda: m.run(T, record=record)[record[0]], repeat=3) / T
-            del m
         diff = max(float(np.max(np.abs(traces["dense"][s] - traces["sparse"][s]))) for s in record)
         assert diff < 1e-4, diff
         ratios[dim] = times["dense"] / times["sparse"]

@@ -6,6 +6,9 @@ input ports, columns = output ports), and the up movement Y = F(X) applies every
 `Program`, `compile` it to a `Machine`, `run` it to get a `Trace`.
 """
 
+from .batch import BatchTrace as BatchTrace
+from .batch import run_batch as run_batch
+from .batch import stack_trees as stack_trees
 from .compile import compile as compile
 from .errors import DMMError as DMMError
 from .errors import FileFormatError as FileFormatError
@@ -30,9 +33,28 @@ from .neuron import lookup as lookup
 from .neuron import make_type as make_type
 from .neuron import neuron_type as neuron_type
 from .neuron import registered_types as registered_types
+from .plot import plot_trace as plot_trace
 from .program import Link as Link
 from .program import Program as Program
 from .trace import Trace as Trace
+from .checkpoint import load_checkpoint as load_checkpoint
+from .checkpoint import read_checkpoint_meta as read_checkpoint_meta
+from .checkpoint import save_checkpoint as save_checkpoint
+from .sparsify import SparsifyConfig as SparsifyConfig
+from .sparsify import SparsifyReport as SparsifyReport
+from .sparsify import link_names as link_names
+from .sparsify import links_mask as links_mask
+from .sparsify import live_links as live_links
+from .sparsify import prune as prune
+from .sparsify import smallest_links as smallest_links
+from .sparsify import sparsify as sparsify
+from .train import Metrics as Metrics
+from .train import MetricsLog as MetricsLog
+from .train import ProgressBar as ProgressBar
+from .train import Trainer as Trainer
+from .train import TrainState as TrainState
+from .train import count_links as count_links
+from . import vvalues as vvalues
 
 
 load_trace = Trace.load

@@ -99,7 +99,7 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     p = Path(path)
     if p.suffix in (".json", ".npz"):
         p = p.with_suffix("")
-    return p.with_suffix(".json"), p.with_suffix(".npz")
+    return p.with_name(p.name + ".json"), p.with_name(p.name + ".npz")
 
 
 def save_program(program: Any, path: str | os.PathLike) -> tuple[Path, Path]:

@@ -80,7 +80,7 @@ class Machine:
         self._y0 = dict(y0)
         self._stochastic = [g for g in layout.groups if g.type.stochastic]
         # Index tables are arguments of the jitted function, not constants baked into the compiled program.
-        self._simulate_jit = jax.jit(self._simulate, static_argnames=("steps", "record", "remat", "check_finite"))
+        self._simulate_jit = jax.jit(self._simulate_grouped, static_argnames=("steps", "record", "remat", "check_finite"))
 
     # ------------------------------------------------------------------------------------------------ state
     @property
@@ -199,7 +199,8 @@ class Machine:
 
         Streams and weights are matched by name: every output stream of `old` that this machine has keeps its value
         in `state`, every W entry between ports both machines have keeps its value in `params` (and, with Self, in the
-        running matrix); new streams start at their initial values, new entries at this program's link weights.
+        running matrix; an old link whose weight became zero stays zero); new streams start at their initial values,
+        new entries at this program's link weights. NETWORK-kind streams are re-laid out entry by entry.
         Returns this machine's ``(params, state)``.
         """
         params = old.params if params is None else params
@@ -417,6 +418,27 @@ class Machine:
         )
 
     def _simulate(self, tables, params, state, inputs, key, *, steps, record, remat, check_finite):
+        final, recs, flags = self._simulate_grouped(
+            tables, params, state, inputs, key, steps=steps, record=record, remat=remat, check_finite=check_finite
+        )
+        return final, self._split_records(recs, record), flags
+
+    def _split_records(self, recs: Mapping[str, Any], record: Sequence[str], axis: int = 1) -> dict[str, Any]:
+        """{stream: array} from the grouped records {"in:K"/"out:K": (..., steps, ports, *shape)} of
+        `_simulate_grouped`, in the order of `record`; `axis` is the ports axis (2 with a leading batch axis)."""
+        cols: dict[str, int] = {}
+        out = {}
+        for n in record:
+            side, k, _ = self.layout.locate(n)
+            sk = f"{side}:{k}"
+            cols[sk] = cols.get(sk, -1) + 1
+            out[n] = recs[sk][(slice(None),) * axis + (cols[sk],)]
+        return out
+
+    def _simulate_grouped(self, tables, params, state, inputs, key, *, steps, record, remat, check_finite):
+        """`_simulate` with the records grouped by side and kind, {"in:K"/"out:K": (steps, ports, *shape)} (ports in
+        the order of `record`): one output array per group, so that recording many streams does not make XLA compile
+        one output per stream (slow: 12 s for 257 streams on CPU); `_split_records` names them."""
         state = self.init_state(params) if state is None else state
         lay = self.layout
         sel: dict[str, list[tuple[str, int]]] = {}
@@ -443,11 +465,7 @@ class Machine:
         if remat == "auto":
             remat = "nested" if lay.self_stream else ("step" if "sparse" in self.backend.values() else "none")
         final, (recs, flags) = _scan(body, state, dict(inputs), steps, remat)
-        records = {}
-        for sk, items in sel.items():
-            for col, (n, _) in enumerate(items):
-                records[n] = recs[sk][:, col]
-        return final, records, flags
+        return final, recs, flags
 
     def run(
         self,
@@ -490,13 +508,15 @@ class Machine:
         inputs = {k: jnp.asarray(v, self.dtype) for k, v in (inputs or {}).items()}
         self._check_inputs(inputs, int(steps))
         self._check_key(key)
-        final, records, flags = self._simulate_jit(
+        final, recs, flags = self._simulate_jit(
             self._tables, params, state, inputs, key, steps=int(steps), record=names, remat=remat, check_finite=check_finite
         )
         first = final.cycle - steps
-        records = {n: records[n] for n in names}  # in the order asked for (jit returns dicts sorted by key)
-        if _is_concrete((records, final)):
-            records = {n: np.asarray(v) for n, v in records.items()}
+        concrete = _is_concrete((recs, final))
+        if concrete:
+            recs = {sk: np.asarray(v) for sk, v in recs.items()}
+        records = self._split_records(recs, names)
+        if concrete:
             first = int(first)
             if check_finite:
                 self._raise_nonfinite(flags, first)

@@ -148,7 +148,7 @@ def make_type(
     by the decorator). `inputs` and `outputs` map port names to kinds, in order."""
     ins = tuple(Port(n, k) for n, k in (inputs or {}).items())
     outs = tuple(Port(n, k) for n, k in (outputs or {}).items())
-    defaults = {k: np.asarray(v, np.float32) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
+    defaults = {k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
                 for k, v in (defaults or {}).items()}
     return NeuronType("", (), ins, outs, fn, defaults, frozenset(trainable), stochastic, role)
 

@@ -25,13 +25,9 @@ FORMAT = "dmm-trace"
 VERSION = 1
 
 
-@jax.tree_util.register_pytree_node_class
-class Trace:
-    """Recorded streams of a run (see the module docstring).
-
-    **Attributes:** `first_cycle` (cycles done before the run; row 0 is cycle first_cycle + 1), `state` (the final
-    `State`, to continue from; None for a loaded trace), `kinds` ({stream: Kind}).
-    """
+class Recorded:
+    """Recorded streams by name, with their kinds, first cycle and final state (the part `Trace` and
+    `dmm.BatchTrace` share). Subclasses are pytrees: arrays and state are leaves, names and kinds static."""
 
     def __init__(self, records: Mapping[str, Any], kinds: Mapping[str, Kind], first_cycle: Any = 0, state: Any = None):
         self._records = dict(records)
@@ -39,7 +35,6 @@ class Trace:
         self.first_cycle = first_cycle
         self.state = state
 
-    # pytree protocol: arrays (and the final state) are leaves, names and kinds are static.
     def tree_flatten(self):
         names = tuple(self._records)
         return (tuple(self._records[n] for n in names), self.first_cycle, self.state), (names, tuple(self.kinds.items()))
@@ -50,7 +45,6 @@ class Trace:
         arrays, first, state = children
         return cls(dict(zip(names, arrays)), dict(kinds), first, state)
 
-    # ------------------------------------------------------------------------------------------- reading
     def __getitem__(self, stream: str) -> Any:
         try:
             return self._records[stream]
@@ -71,7 +65,17 @@ class Trace:
 
     @property
     def names(self) -> list[str]:
+        """The recorded streams, in the order asked for."""
         return list(self._records)
+
+
+@jax.tree_util.register_pytree_node_class
+class Trace(Recorded):
+    """Recorded streams of a run (see the module docstring).
+
+    **Attributes:** `first_cycle` (cycles done before the run; row 0 is cycle first_cycle + 1), `state` (the final
+    `State`, to continue from; None for a loaded trace), `kinds` ({stream: Kind}).
+    """
 
     @property
     def steps(self) -> int:

@@ -22,3 +22,17 @@ from .selfref import add_self as add_self
 from .selfref import constant_matrix as constant_matrix
 from .selfref import edit_channel as edit_channel
 from .selfref import self_matrix as self_matrix
+from .vvalue import v_compare as v_compare
+from .vvalue import v_dot as v_dot
+from .vvalue import v_norm as v_norm
+from .vvalue import v_text_input as v_text_input
+from .vvalue import v_timer as v_timer
+from .vvalue import vkind as vkind
+from .audio import sine as sine
+from .lightweight import pinned_self as pinned_self
+from .logic import less_or_equal as less_or_equal
+from .matrix import matrix_kind as matrix_kind
+from .matrix import matrix_neuron as matrix_neuron
+from .reader import reader as reader
+from .superfluid import mixture_kind as mixture_kind
+from .superfluid import superfluid as superfluid

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
 from dmm import NUMBER, Kind, Neuron, ProgramError, make_type, neuron_type

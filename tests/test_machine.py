@@ -329,3 +329,11 @@ def test_linear_neuron_matches_reference(getkey):
     ref = run_reference(p, 3)
     np.testing.assert_allclose(t["out.y"], np.stack(ref["out.y"]), rtol=1e-6)
     assert dmm.compile(p).trainable["neurons"]["linear"]["matrix"].all()
+
+
+def test_parameters_keep_float64_precision(x64):
+    p = dmm.Program()
+    p.add("c", neurons.const(0.1))
+    assert p.neurons["c"].params["value"].dtype == np.float64
+    assert dmm.compile(p, dtype=jnp.float64).run(2)["c.out"].tolist() == [0.1, 0.1]
+    assert dmm.compile(p).run(1)["c.out"][0] == np.float32(0.1)

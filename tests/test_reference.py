@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import dmm
@@ -102,23 +102,33 @@ def programs(draw, allow_self: bool = True):
     return p, inputs, steps
 
 
-def check_against_reference(p: dmm.Program, inputs: dict, steps: int, backend: str) -> None:
+def bounded(ref: dict) -> bool:
+    """Whether every reference value stays below 1e150 (random programs can square their way to overflow; with an
+    infinite output a dense product gives NaN where a loop over links does not, so such runs are not compared)."""
+    return all(
+        np.all(np.abs(list(v.values()) if isinstance(v, dict) else v) < 1e150) for vs in ref.values() for v in vs
+    )
+
+
+def check_against_reference(p: dmm.Program, inputs: dict, steps: int, backend: str, ref: dict | None = None) -> None:
     m = dmm.compile(p, backend=backend, dtype=jnp.float64)
     trace = m.run(steps, inputs=inputs, record="all")
-    ref = run_reference(p, steps, inputs)
+    ref = run_reference(p, steps, inputs) if ref is None else ref
     for s in m.streams:
         want = np.stack([as_array(v, m) for v in ref[s]])
         np.testing.assert_allclose(trace[s], want, rtol=1e-10, atol=1e-10, err_msg=f"stream {s} ({backend})")
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 @given(programs())
 def test_runtime_equals_reference(case):
     p, inputs, steps = case
+    ref = run_reference(p, steps, inputs)
+    assume(bounded(ref))
     with jax.enable_x64(True):
-        check_against_reference(p, inputs, steps, "dense")
+        check_against_reference(p, inputs, steps, "dense", ref)
         if not any(n.type.role == "self" for n in p.neurons.values()):
-            check_against_reference(p, inputs, steps, "sparse")
+            check_against_reference(p, inputs, steps, "sparse", ref)
 
 
 def test_detector_equals_reference():

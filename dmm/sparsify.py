@@ -1,0 +1,303 @@
+"""Automated sparsification: prune links while keeping the optimizer state of the survivors, on an adaptive schedule
+with backtracking.
+
+`prune(trainer, state, links)` removes links from a `TrainState`: their weights become 0, their mask entries False
+(so they stay 0), and every parameter-shaped leaf of the optimizer state (Adam's first and second moments, say) is
+zeroed at the same entries, while the survivors' entries, the step count and everything else are kept: training
+continues as if the cut links had never been there, without the restart a fresh optimizer would cause.
+
+`sparsify(trainer, state, config, ...)` runs the schedule:
+
+1. choose the links to cut: the `cut` smallest by abs(w) (criterion "weight", the author's), or the `cut` whose
+   removal alone costs the least loss among the `candidates` smallest (criterion "loss", evaluated in one vmapped
+   pass); protected links are never chosen;
+2. prune them and train `recover_steps` steps, and more (up to `max_recover_steps`) while the loss is above the
+   tolerance but still falling by at least the fraction `improve` per round;
+3. if the loss is then at most `tolerance`, accept: the state becomes the new "last good" state (saved to
+   `checkpoint` if given) and the cut size grows (× `grow`, at most `max_cut`);
+4. otherwise back off: restore the last good state and halve the cut size; when even a single link cannot be cut,
+   that link is *critical* and is skipped until the next accepted cut changes the network;
+5. stop when every remaining link is protected or critical, at `min_links` links, or when the step budget
+   `max_steps` runs out; optionally polish with `final_steps` more steps.
+
+Every attempt is logged (the links cut with their weights, the loss before the cut, right after it and after
+recovery, the recovery steps, accepted or not) in the returned report and, if `log` is given, as JSONL lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .checkpoint import save_checkpoint
+from .errors import ProgramError
+from .machine import Machine
+from .train import MetricsLog, Trainer, TrainState
+
+Link = tuple[str, str]
+
+
+def link_names(machine: Machine) -> dict[str, np.ndarray]:
+    """For every kind, an object array shaped like ``params["W"][kind]`` holding the ``(src, dst)`` pair of each
+    entry (dense blocks: (M, N) grid; sparse blocks: one pair per stored link)."""
+    out = {}
+    lay = machine.layout
+    for k in machine.params["W"]:
+        rows, cols = lay.rows[k], lay.cols[k]
+        if machine.backend[k] == "sparse":
+            r, c = machine._edges[k]
+            names = np.empty(len(r), object)
+            names[:] = [(cols[j], rows[i]) for i, j in zip(r, c)]
+        else:
+            names = np.empty((len(rows), len(cols)), object)
+            for i, dst in enumerate(rows):
+                for j, src in enumerate(cols):
+                    names[i, j] = (src, dst)
+        out[k] = names
+    return out
+
+
+def links_mask(machine: Machine, links: Iterable[Link]) -> dict[str, np.ndarray]:
+    """Boolean arrays shaped like ``params["W"]``: True at the given ``(src, dst)`` links (unknown pairs raise
+    `ProgramError`)."""
+    out = {k: np.zeros(np.shape(w), bool) for k, w in machine.params["W"].items()}
+    for src, dst in links:
+        k, pos = machine._entry(src, dst)
+        out[k][pos] = True
+    return out
+
+
+def live_links(state: TrainState, machine: Machine) -> dict[Link, float]:
+    """The trainable links still in the mask, ``{(src, dst): weight}``."""
+    names = link_names(machine)
+    out = {}
+    for k, m in state.mask["W"].items():
+        m = np.asarray(m)
+        w = np.asarray(state.params["W"][k])
+        for idx in zip(*np.nonzero(m)):
+            out[names[k][idx]] = float(w[idx])
+    return out
+
+
+def prune(trainer: Trainer, state: TrainState, links: Iterable[Link] | Mapping[str, Any]) -> TrainState:
+    """Remove `links` (``(src, dst)`` pairs, or boolean arrays shaped like ``params["W"]``) from `state`.
+
+    Their weights are set to 0 and their mask entries to False; every params-shaped leaf of the optimizer state is
+    zeroed at those entries and kept elsewhere (`optax.tree_utils.tree_map_params`); through Self, the running
+    machine's matrix loses them too. Returns the new state.
+    """
+    m = trainer.machine
+    cut_w = dict(links) if isinstance(links, Mapping) else links_mask(m, links)
+    cut = {"W": {k: jnp.asarray(cut_w.get(k, np.zeros(np.shape(w), bool))) for k, w in state.params["W"].items()},
+           "neurons": jax.tree_util.tree_map(lambda x: jnp.zeros(jnp.shape(x), bool), state.params["neurons"])}
+    zero = lambda x, c: jnp.where(c, jnp.zeros_like(x), x)
+    params = jax.tree_util.tree_map(zero, state.params, cut)
+    mask = jax.tree_util.tree_map(lambda x, c: x & ~c, state.mask, cut)
+    opt_state = optax.tree_utils.tree_map_params(
+        trainer.optimizer, zero, state.opt_state, cut, transform_non_params=lambda x, *_: x
+    )
+    run = state.run
+    if run is not None:
+        value = m.network.flatten(params["W"], jnp)
+        run = m.write(run, m.layout.self_stream, value)
+    return state._replace(params=params, mask=mask, opt_state=opt_state, run=run)
+
+
+def _choose(trainer, state, k, protect, config, inputs, data) -> list[tuple[Link, float]]:
+    """The links to cut next: the k smallest by abs(w), or (criterion "loss") the k whose removal alone costs the
+    least loss among the `candidates` smallest."""
+    if config.criterion == "weight":
+        return smallest_links(trainer, state, k, protect)
+    pool = smallest_links(trainer, state, config.candidates, protect)
+    if not pool:
+        return []
+    m = trainer.machine
+    cuts = {kk: np.zeros((config.candidates, *np.shape(w)), bool) for kk, w in state.params["W"].items()}
+    for i, (l, _) in enumerate(pool):
+        kk, pos = m._entry(*l)
+        cuts[kk][(i, *np.atleast_1d(pos))] = True
+    losses = trainer.cut_losses(state, cuts, inputs, data)[: len(pool)]
+    losses = np.where(np.isfinite(losses), losses, np.inf)
+    order = np.argsort(losses, kind="stable")
+    return [pool[i] for i in order[:k]]
+
+
+def smallest_links(trainer: Trainer, state: TrainState, k: int, protect: Iterable[Link] = ()) -> list[tuple[Link, float]]:
+    """The `k` live links of smallest abs(weight), excluding `protect`, as ``[((src, dst), weight), ...]``."""
+    protect = set(protect)
+    items = [(l, w) for l, w in live_links(state, trainer.machine).items() if l not in protect]
+    items.sort(key=lambda lw: (abs(lw[1]), lw[0]))
+    return items[:k]
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsifyConfig:
+    """The schedule of `sparsify` (see the module docstring).
+
+    - `tolerance`: a cut is accepted when the data loss after recovery is at most this.
+    - `recover_steps`: training steps after each cut; `max_recover_steps`, `improve`: keep recovering (in rounds of
+      `recover_steps`, up to `max_recover_steps` in all) while the loss exceeds the tolerance but falls by at least
+      the fraction `improve` per round.
+    - `cut`: links cut in the first attempt; `grow`: factor applied after an accepted cut; `max_cut`: upper bound.
+    - `min_links`: stop when this few links are left (counting protected ones).
+    - `protect`: links never cut.
+    - `max_steps`: training-step budget of the whole schedule (None: unlimited).
+    - `final_steps`: training steps after the schedule ends (polish the last good state; kept only if it stays
+      within tolerance).
+    - `l1`: penalty coefficient during the schedule (None: keep the state's).
+    - `criterion`: "weight" (cut the smallest abs(w)) or "loss" (cut the least damaging of the `candidates`
+      smallest, each evaluated alone).
+    """
+
+    tolerance: float
+    recover_steps: int = 100
+    cut: int = 1
+    grow: float = 2.0
+    max_cut: int = 1 << 30
+    min_links: int = 0
+    protect: tuple[Link, ...] = ()
+    max_recover_steps: int = 0
+    improve: float = 0.1
+    max_steps: int | None = None
+    final_steps: int = 0
+    l1: float | None = None
+    criterion: str = "weight"
+    candidates: int = 32
+
+    def __post_init__(self) -> None:
+        if not self.tolerance >= 0:
+            raise ProgramError(f"SparsifyConfig: tolerance must be non-negative, not {self.tolerance}")
+        if self.recover_steps < 0 or self.cut < 1 or self.grow < 1 or self.max_cut < 1:
+            raise ProgramError("SparsifyConfig: need recover_steps >= 0, cut >= 1, grow >= 1, max_cut >= 1")
+        if self.criterion not in ("weight", "loss"):
+            raise ProgramError(f"SparsifyConfig: criterion must be 'weight' or 'loss', not {self.criterion!r}")
+        if self.candidates < 1:
+            raise ProgramError("SparsifyConfig: candidates must be at least 1")
+        object.__setattr__(self, "protect", tuple((str(s), str(d)) for s, d in self.protect))
+        object.__setattr__(self, "max_recover_steps", max(self.max_recover_steps, self.recover_steps))
+
+
+@dataclasses.dataclass
+class SparsifyReport:
+    """What `sparsify` did: `attempts` (one dict per attempt: step, links cut with weights, loss_before, loss_cut,
+    loss_after, accepted, links_left), `critical` (links found uncuttable and protected), `links` (live links at the
+    end) and `loss` (the final data loss), `steps` (training steps spent), `seconds`."""
+
+    attempts: list[dict] = dataclasses.field(default_factory=list)
+    critical: list[Link] = dataclasses.field(default_factory=list)
+    links: int = 0
+    loss: float = float("nan")
+    steps: int = 0
+    seconds: float = 0.0
+
+
+def sparsify(
+    trainer: Trainer,
+    state: TrainState,
+    config: SparsifyConfig,
+    inputs: Mapping[str, Any] | None = None,
+    data: Any = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    log: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> tuple[TrainState, SparsifyReport]:
+    """Run the adaptive pruning schedule `config` from `state` (see the module docstring).
+
+    **Arguments:** `trainer`, `state`; `inputs`, `data` as for `Trainer.update`; `checkpoint`: where the last good
+    state is saved after every accepted cut; `log`: a JSONL file receiving one line per attempt; `progress`: print
+    one line per attempt to stderr.
+
+    **Returns:** the last good state (its loss at most `tolerance`, unless no cut was ever accepted) and a
+    `SparsifyReport`.
+    """
+    for l in config.protect:
+        trainer.machine._entry(*l)
+    t0 = time.perf_counter()
+    if config.l1 is not None:
+        state = state._replace(l1=jnp.asarray(config.l1, state.l1.dtype))
+    report = SparsifyReport()
+    logger = MetricsLog(log) if log is not None else None
+    critical: list[Link] = []
+    good = state
+    good_loss = float(trainer.evaluate(state, inputs, data).loss)
+    cut = config.cut
+    spent = 0
+
+    def budget_left(n: int) -> bool:
+        return config.max_steps is None or spent + n <= config.max_steps
+
+    try:
+        while budget_left(config.recover_steps):
+            live = live_links(good, trainer.machine)
+            if len(live) <= config.min_links:
+                break
+            chosen = _choose(trainer, good, min(cut, len(live) - config.min_links), list(config.protect) + critical,
+                             config, inputs, data)
+            if not chosen:
+                break
+            trial = prune(trainer, good, [l for l, _ in chosen])
+            loss_cut = float(trainer.evaluate(trial, inputs, data).loss)
+            after, last, used = loss_cut, np.inf, 0
+            # recover; keep going (up to max_recover_steps) while the loss is above tolerance but still falling
+            while used < config.max_recover_steps and budget_left(config.recover_steps) and (
+                used == 0 or (after > config.tolerance and after < (1 - config.improve) * last)
+            ):
+                trial, _ = trainer.fit(trial, config.recover_steps, inputs, data, progress=False)
+                spent += config.recover_steps
+                used += config.recover_steps
+                last, after = after, float(trainer.evaluate(trial, inputs, data).loss)
+            ok = bool(np.isfinite(after) and after <= config.tolerance)
+            entry = {
+                "step": int(trial.step),
+                "cut": [[s, d, w] for (s, d), w in chosen],
+                "loss_before": good_loss,
+                "loss_cut": loss_cut,
+                "loss_after": after,
+                "recover_steps": used,
+                "accepted": ok,
+                "links_left": len(live) - (len(chosen) if ok else 0),
+            }
+            report.attempts.append(entry)
+            if logger is not None:
+                logger.write(**entry)
+            if progress:
+                sys.stderr.write(
+                    f"sparsify: cut {len(chosen)} -> {entry['links_left']} links, loss {good_loss:.3g} -> "
+                    f"{loss_cut:.3g} -> {after:.3g} ({used} steps) {'accepted' if ok else 'rejected'}\n"
+                )
+            if ok:
+                good, good_loss = trial, after
+                critical = []
+                if checkpoint is not None:
+                    save_checkpoint(checkpoint, good, {"links": entry["links_left"], "loss": after})
+                cut = min(max(int(cut * config.grow), cut + 1 if config.grow > 1 else cut), config.max_cut)
+            elif len(chosen) > 1:
+                cut = max(len(chosen) // 2, 1)
+            else:
+                critical.append(chosen[0][0])
+                cut = 1
+        if config.final_steps and budget_left(config.final_steps):
+            trial, _ = trainer.fit(good, config.final_steps, inputs, data, progress=progress)
+            spent += config.final_steps
+            after = float(trainer.evaluate(trial, inputs, data).loss)
+            if np.isfinite(after) and after <= max(config.tolerance, good_loss):
+                good, good_loss = trial, after
+    finally:
+        if logger is not None:
+            logger.close()
+    report.critical = critical
+    report.links = len(live_links(good, trainer.machine))
+    report.loss = good_loss
+    report.steps = spent
+    report.seconds = time.perf_counter() - t0
+    return good, report

@@ -1,0 +1,124 @@
+"""Tests of dmm.sparsify: moment-preserving pruning, protected links, backtracking and the cut log."""
+
+from __future__ import annotations
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import dmm
+import neurons
+
+
+def regression(weights: dict[str, float], target: float = 2.2):
+    """y = Σ_i w_i·s_i with constant sources s_i = i + 1 feeding one sink, loss Σ_c (y_c − target)² over 4 cycles.
+    With `WEIGHTS` and target 0.2·s_0 + 1.0·s_1 = 2.2, the links from s0 (small but needed) and s1 matter, the
+    others are noise (y = 2.27 at the start)."""
+    p = dmm.Program()
+    p.add("out", neurons.sink(["y"]))
+    for i, (name, w) in enumerate(weights.items()):
+        p.add(name, neurons.const(float(i + 1)), initial={"out": float(i + 1)})
+        p.link(f"{name}.out", "out.y", w)
+    m = dmm.compile(p)
+    loss = lambda t, d: jnp.sum((t["out.y"] - target) ** 2)
+    return m, loss
+
+
+WEIGHTS = {"s0": 0.2, "s1": 1.0, "s2": 0.004, "s3": -0.003, "s4": 0.002, "s5": 0.01}
+
+
+def test_prune_keeps_the_optimizer_state_of_survivors():
+    m, loss = regression(WEIGHTS)
+    opt = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(1e-2))
+    tr = dmm.Trainer(m, loss, opt, 4)
+    st, _ = tr.fit(tr.init(), 3, progress=False)
+    cut = [("s2.out", "out.y"), ("s5.out", "out.y")]
+    pr = dmm.prune(tr, st, cut)
+    adam_before, adam_after = st.opt_state[1][0], pr.opt_state[1][0]
+    names = dmm.link_names(m)["number"]
+    cut_mask = np.vectorize(lambda l: l in cut, otypes=[bool])(names)
+    assert cut_mask.sum() == 2
+    for moment in ("mu", "nu"):
+        before = np.asarray(getattr(adam_before, moment)["W"]["number"])
+        after = np.asarray(getattr(adam_after, moment)["W"]["number"])
+        assert np.all(before[cut_mask] != 0)
+        assert np.array_equal(after[cut_mask], np.zeros(2))  # pruned: zeroed
+        assert np.array_equal(after[~cut_mask], before[~cut_mask])  # survivors: kept exactly
+    assert int(adam_after.count) == int(adam_before.count) == 3
+    W = np.asarray(pr.params["W"]["number"])
+    assert np.array_equal(W[cut_mask], np.zeros(2)) and not np.asarray(pr.mask["W"]["number"])[cut_mask].any()
+    assert np.array_equal(W[~cut_mask], np.asarray(st.params["W"]["number"])[~cut_mask])
+    assert set(dmm.live_links(pr, m)) == set(dmm.live_links(st, m)) - set(cut)
+    # pruned links stay at zero while training continues; survivors keep learning
+    cont, _ = tr.fit(pr, 5, progress=False)
+    assert np.array_equal(np.asarray(cont.params["W"]["number"])[cut_mask], np.zeros(2))
+    # the survivors' next update is Adam's update with the kept moments (and not a fresh optimizer's)
+    fresh = pr._replace(opt_state=opt.init(pr.params))
+    a, _ = tr.update(pr)
+    b, _ = tr.update(fresh)
+    assert not np.allclose(np.asarray(a.params["W"]["number"]), np.asarray(b.params["W"]["number"]))
+
+
+def test_sparsify_never_cuts_protected_links_and_backtracks(tmp_path):
+    m, loss = regression(WEIGHTS)
+    # plain SGD with a tiny rate: recovery barely moves the weights, so the outcome of every cut is predictable
+    tr = dmm.Trainer(m, loss, optax.sgd(1e-6), 4)
+    st = tr.init()
+    base = float(tr.evaluate(st).loss)
+    protect = (("s4.out", "out.y"),)
+    cfg = dmm.SparsifyConfig(tolerance=base + 0.05, recover_steps=2, cut=2, protect=protect)
+    log = tmp_path / "cuts.jsonl"
+    good, report = dmm.sparsify(tr, st, cfg, checkpoint=tmp_path / "good", log=log)
+    cut_names = [tuple(c[:2]) for a in report.attempts for c in a["cut"]]
+    assert protect[0] not in cut_names
+    live = dmm.live_links(good, m)
+    # the noise links go; s0 -> out (small but needed) is tried, hurts, is restored, and found critical
+    assert set(live) == {("s0.out", "out.y"), ("s1.out", "out.y"), ("s4.out", "out.y")}
+    assert report.critical == [("s0.out", "out.y"), ("s1.out", "out.y")]
+    rejected = [a for a in report.attempts if not a["accepted"]]
+    assert any(tuple(c[:2]) == ("s0.out", "out.y") for a in rejected for c in a["cut"])
+    for a in rejected:
+        assert a["loss_after"] > cfg.tolerance
+    assert all(a["loss_after"] <= cfg.tolerance for a in report.attempts if a["accepted"])
+    # backtracking restores the last good state: the critical link keeps its (slightly trained) weight
+    assert live[("s0.out", "out.y")] == pytest.approx(0.2, abs=1e-4)
+    assert report.loss <= cfg.tolerance and report.links == 3
+    # every attempt is logged with the links it cut and the losses before, right after and after recovery
+    rows = [json.loads(l) for l in log.read_text().splitlines()]
+    assert len(rows) == len(report.attempts)
+    assert {"cut", "loss_before", "loss_cut", "loss_after", "accepted", "links_left"} <= set(rows[0])
+    # the last good state was checkpointed
+    back = dmm.load_checkpoint(tmp_path / "good", tr.init())
+    assert dmm.live_links(back, m) == live
+
+
+def test_halving_the_cut_after_a_failed_group():
+    m, loss = regression(WEIGHTS)
+    tr = dmm.Trainer(m, loss, optax.sgd(1e-6), 4)
+    st = tr.init()
+    cfg = dmm.SparsifyConfig(tolerance=float(tr.evaluate(st).loss) + 0.05, recover_steps=1, cut=8)
+    _, report = dmm.sparsify(tr, st, cfg)
+    # by abs(w): s4 < s3 < s2 < s5 < s0 < s1. All 6 at once fail; the 3 smallest go (cut size 3 -> 6); the other
+    # 3 fail (-> 1); s5 goes (-> 2); s0 + s1 fail (-> 1); s0 alone fails and s1 alone fails: both critical
+    sizes = [(len(a["cut"]), a["accepted"]) for a in report.attempts]
+    assert sizes == [(6, False), (3, True), (3, False), (1, True), (2, False), (1, False), (1, False)]
+    assert report.links == 2 and report.critical == [("s0.out", "out.y"), ("s1.out", "out.y")]
+
+
+def test_loss_criterion_cuts_the_least_damaging_link_first():
+    # target 2.05 = 0.05·s0 + 1.0·s1: the link from s2 (0.1·3 = 0.3) is wrong although larger than s0's in abs(w)
+    m, loss = regression({"s0": 0.05, "s1": 1.0, "s2": 0.1}, target=2.05)
+    tr = dmm.Trainer(m, loss, optax.sgd(0.0), 4)
+    st = tr.init()
+    cuts = np.stack([dmm.links_mask(m, [l])["number"] for l in [("s0.out", "out.y"), ("s2.out", "out.y")]])
+    losses = tr.cut_losses(st, {"number": cuts})
+    np.testing.assert_allclose(losses, [4 * 0.25**2, 0.0], atol=1e-6)
+    by_loss = dmm.SparsifyConfig(tolerance=1e-3, recover_steps=0, criterion="loss", candidates=4)
+    _, report = dmm.sparsify(tr, st, by_loss)
+    assert report.attempts[0]["cut"][0][:2] == ["s2.out", "out.y"] and report.attempts[0]["accepted"]
+    by_weight = dmm.SparsifyConfig(tolerance=1e-3, recover_steps=0)
+    _, report = dmm.sparsify(tr, st, by_weight)
+    assert report.attempts[0]["cut"][0][:2] == ["s0.out", "out.y"] and not report.attempts[0]["accepted"]
