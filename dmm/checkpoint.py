@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import FileFormatError
-from .files import _paths, atomic_write_bytes, npz_bytes, open_npz
+from .files import _paths, atomic_write_bytes, npz_bytes, open_npz, read_arrays, read_header
 
 FORMAT = "dmm-checkpoint"
 VERSION = 1
@@ -74,23 +74,9 @@ def save_checkpoint(path: str | os.PathLike, state: Any, meta: dict | None = Non
     return jpath, npath
 
 
-def _read_header(jpath: Path) -> dict:
-    try:
-        header = json.loads(jpath.read_text())
-    except FileNotFoundError:
-        raise FileFormatError(f"{jpath}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FileFormatError(f"{jpath}: not valid JSON ({e})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise FileFormatError(f"{jpath}: not a dmm checkpoint")
-    if header.get("version") != VERSION:
-        raise FileFormatError(f"{jpath}: checkpoint version {header.get('version')!r} is not supported")
-    return header
-
-
 def read_checkpoint_meta(path: str | os.PathLike) -> dict:
     """The `meta` dict saved with a checkpoint (plus ``"step"``), without loading the arrays."""
-    header = _read_header(_paths(path)[0])
+    header = read_header(_paths(path)[0], FORMAT, VERSION, "checkpoint")
     return {**header.get("meta", {}), "step": header.get("step")}
 
 
@@ -101,13 +87,8 @@ def load_checkpoint(path: str | os.PathLike, like: Any) -> Any:
     `FileFormatError` names the file and the first difference. Never executes code from the files.
     """
     jpath, npath = _paths(path)
-    header = _read_header(jpath)
-    try:
-        data = npath.read_bytes()
-    except OSError:
-        raise FileFormatError(f"{npath}: missing (the arrays of {jpath.name})") from None
-    if hashlib.sha256(data).hexdigest() != header.get("npz_sha256"):
-        raise FileFormatError(f"{npath}: does not match {jpath.name} (checksum differs: truncated or replaced)")
+    header = read_header(jpath, FORMAT, VERSION, "checkpoint")
+    data = read_arrays(npath, jpath, header)
     template = _leaves(like)
     saved = header.get("leaves", [])
     if [n for n, _ in template] != [s.get("path") for s in saved]:

@@ -102,6 +102,32 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return p.with_name(p.name + ".json"), p.with_name(p.name + ".npz")
 
 
+def read_header(jpath: Path, fmt: str, version: int, what: str) -> dict:
+    """The JSON header of a file pair, checked for its format and version."""
+    try:
+        header = json.loads(jpath.read_text())
+    except FileNotFoundError:
+        raise FileFormatError(f"{jpath}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FileFormatError(f"{jpath}: not valid JSON ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != fmt:
+        raise FileFormatError(f"{jpath}: not a dmm {what} file")
+    if header.get("version") != version:
+        raise FileFormatError(f"{jpath}: {what} format version {header.get('version')!r} is not supported")
+    return header
+
+
+def read_arrays(npath: Path, jpath: Path, header: dict) -> bytes:
+    """The bytes of the .npz of a file pair, checked against the SHA-256 its header records."""
+    try:
+        data = npath.read_bytes()
+    except OSError:
+        raise FileFormatError(f"{npath}: missing (the arrays of {jpath.name})") from None
+    if hashlib.sha256(data).hexdigest() != header.get("npz_sha256"):
+        raise FileFormatError(f"{npath}: does not match {jpath.name} (checksum differs: truncated or replaced)")
+    return data
+
+
 def save_program(program: Any, path: str | os.PathLike) -> tuple[Path, Path]:
     """Save `program` as ``NAME.json`` + ``NAME.npz`` (`path` may name either, or the stem). Returns both paths."""
     jpath, npath = _paths(path)
@@ -142,22 +168,8 @@ def load_program(path: str | os.PathLike) -> Any:
     from .program import Program
 
     jpath, npath = _paths(path)
-    try:
-        meta = json.loads(jpath.read_text())
-    except FileNotFoundError:
-        raise FileFormatError(f"{jpath}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FileFormatError(f"{jpath}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise FileFormatError(f"{jpath}: not a dmm program file")
-    if meta.get("version") != VERSION:
-        raise FileFormatError(f"{jpath}: program format version {meta.get('version')!r} is not supported")
-    try:
-        data = npath.read_bytes()
-    except OSError:
-        raise FileFormatError(f"{npath}: missing (the arrays of {jpath.name})") from None
-    if hashlib.sha256(data).hexdigest() != meta.get("npz_sha256"):
-        raise FileFormatError(f"{npath}: does not match {jpath.name} (checksum differs: truncated or replaced)")
+    meta = read_header(jpath, FORMAT, VERSION, "program")
+    data = read_arrays(npath, jpath, meta)
     with open_npz(npath, data) as z:
         try:
             p = Program()
