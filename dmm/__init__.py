@@ -31,6 +31,7 @@ from .neuron import NeuronType as NeuronType
 from .neuron import Port as Port
 from .neuron import lookup as lookup
 from .neuron import make_type as make_type
+from .neuron import matrix_entries as matrix_entries
 from .neuron import neuron_type as neuron_type
 from .neuron import registered_types as registered_types
 from .plot import plot_trace as plot_trace

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import ProgramError
+from .kinds import Kind
 from .layout import build_layout
 from .machine import Machine, State
 from .program import Program
@@ -23,6 +24,7 @@ from .sparse import ell_tables
 
 
 BACKENDS = ("dense", "sparse", "auto")
+PRECISIONS = ("default", "high", "highest")
 AUTO_MIN_ENTRIES = 1 << 16
 AUTO_MAX_DENSITY = 0.02
 
@@ -45,6 +47,8 @@ def compile(
         raise ProgramError(f"compile() takes a Program, not {type(program).__name__}")
     if backend not in BACKENDS:
         raise ProgramError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if precision not in PRECISIONS:
+        raise ProgramError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     dtype = jnp.dtype(dtype)
     if dtype.kind != "f":
         raise ProgramError(f"dtype must be a floating dtype, not {dtype}")
@@ -98,17 +102,20 @@ def compile(
     neuron_mask: dict[str, dict[str, Any]] = {}
     all_neurons = program.neurons
     for g in lay.groups:
-        ps = [all_neurons[n].params for n in g.members]
-        neuron_params[g.id] = {
-            p: jnp.asarray(np.stack([q[p] for q in ps]), dtype if d.dtype.kind == "f" else d.dtype)
-            for p, d in g.type.defaults.items()
-        }
+        neuron_params[g.id] = {}
+        for p, d in g.type.defaults.items():
+            if isinstance(d, Kind):  # NETWORK-kind parameter: place each neuron's matrix entries
+                values = [_network_value(lay, f"neuron {n!r}", f"parameter {p!r}", all_neurons[n].params[p]) for n in g.members]
+                neuron_params[g.id][p] = jnp.asarray(np.stack(values), dtype)
+            else:
+                stacked = np.stack([all_neurons[n].params[p] for n in g.members])
+                neuron_params[g.id][p] = jnp.asarray(stacked, dtype if d.dtype.kind == "f" else d.dtype)
         neuron_mask[g.id] = {p: jnp.full(v.shape, p in g.type.trainable) for p, v in neuron_params[g.id].items()}
 
     y0 = {k: np.zeros((len(lay.cols[k]), *kind.shape), dtype) for k, kind in lay.kinds.items()}
     for stream, v in program.initial.items():
         _, k, j = lay.locate(stream)
-        y0[k][j] = lay.network.delta({(a, b): w for a, b, w in v}) if isinstance(v, tuple) else v
+        y0[k][j] = _network_value(lay, f"stream {stream!r}", "initial value", v) if isinstance(v, tuple) else v
 
     machine = Machine(
         program,
@@ -124,6 +131,16 @@ def compile(
     )
     _check_cycle(machine)
     return machine
+
+
+def _network_value(lay, owner: str, what: str, entries) -> np.ndarray:
+    """The NETWORK-kind value with the given matrix entries; errors name the neuron or stream they belong to."""
+    if lay.network is None:
+        raise ProgramError(f"{owner}: {what} is a network matrix, but the program has no NETWORK-kind port")
+    try:
+        return lay.network.delta(entries)
+    except ProgramError as e:
+        raise ProgramError(f"{owner}, {what}: {e}") from None
 
 
 def _check_cycle(machine: Machine) -> None:

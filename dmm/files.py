@@ -95,6 +95,11 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def _entries(stored: dict) -> tuple:
+    """Matrix entries as stored in JSON: {"entries": [[src, dst, value], ...]}."""
+    return tuple(tuple(e) for e in stored["entries"])
+
+
 def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     p = Path(path)
     if p.suffix in (".json", ".npz"):
@@ -134,10 +139,13 @@ def save_program(program: Any, path: str | os.PathLike) -> tuple[Path, Path]:
     arrays: dict[str, np.ndarray] = {"weights": np.array([l.weight for l in program.links], np.float64)}
     neurons = []
     for i, (name, neuron) in enumerate(program.neurons.items()):
-        params = {}
+        params: dict[str, Any] = {}
         for k, v in neuron.params.items():
-            arrays[f"p{i}.{k}"] = v
-            params[k] = f"p{i}.{k}"
+            if isinstance(v, tuple):  # matrix entries of a NETWORK-kind parameter
+                params[k] = {"entries": [list(e) for e in v]}
+            else:
+                arrays[f"p{i}.{k}"] = v
+                params[k] = f"p{i}.{k}"
         neurons.append({"name": name, "type": neuron.type.name,
                         "config": [[k, _encode(v)] for k, v in neuron.type.config], "params": params})
     initial = {}
@@ -176,7 +184,8 @@ def load_program(path: str | os.PathLike) -> Any:
             for n in meta["neurons"]:
                 factory = lookup(n["type"])
                 ntype = factory(**{k: _decode(v) for k, v in n["config"]})
-                p.add(n["name"], Neuron(ntype, {k: z[a] for k, a in n["params"].items()}))
+                params = {k: _entries(a) if isinstance(a, dict) else z[a] for k, a in n["params"].items()}
+                p.add(n["name"], Neuron(ntype, params))
             weights = z["weights"]
             if len(weights) != len(meta["links"]):
                 raise FileFormatError(f"{npath}: {len(weights)} weights for {len(meta['links'])} links")
@@ -184,7 +193,7 @@ def load_program(path: str | os.PathLike) -> Any:
                 p.link(src, dst, float(w), trainable=bool(trainable))
             for stream, a in meta["initial"].items():
                 if isinstance(a, dict):
-                    p.set_initial(stream, {(src, dst): v for src, dst, v in a["entries"]})
+                    p.set_initial(stream, _entries(a))
                 else:
                     p.set_initial(stream, z[a])
         except FileFormatError:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import ProgramError, UnknownStreamError
 from .kinds import NETWORK, Kind
-from .neuron import NeuronType
+from .neuron import Entries, NeuronType, matrix_entries
 from .program import Program, split_stream
 
 
@@ -67,19 +67,27 @@ class NetworkLayout:
         parts = [xp.reshape(blocks[name], (-1,)) for name, m, n, _ in self.blocks if m * n]
         return xp.concatenate(parts)
 
+    def __post_init__(self) -> None:
+        rows = {s: (name, i) for name, _, _, _ in self.blocks for i, s in enumerate(self.rows[name])}
+        cols = {s: (name, j) for name, _, _, _ in self.blocks for j, s in enumerate(self.cols[name])}
+        object.__setattr__(self, "_row", rows)
+        object.__setattr__(self, "_col", cols)
+        object.__setattr__(self, "_offsets", {name: (n, off) for name, _, n, off in self.blocks})
+
     def index(self, src: str, dst: str) -> int | tuple[int, int]:
         """The position of entry W[dst, src] inside a network value."""
-        for name, _, n, off in self.blocks:
-            if src in self.cols[name] and dst in self.rows[name]:
-                i, j = self.rows[name].index(dst), self.cols[name].index(src)
-                return (i, j) if len(self.kind.shape) == 2 else off + i * n + j
-        raise ProgramError(f"no network entry {src!r} -> {dst!r}: not an output and input port of one kind")
+        (ks, j), (kd, i) = self._col.get(src, ("", -1)), self._row.get(dst, (None, -1))
+        if ks != kd:
+            raise ProgramError(f"no network entry {src!r} -> {dst!r}: not an output and input port of one kind")
+        n, off = self._offsets[ks]
+        return (i, j) if len(self.kind.shape) == 2 else off + i * n + j
 
-    def delta(self, entries: Mapping[tuple[str, str], float]) -> np.ndarray:
-        """The network value (float64 NumPy) with `delta` at every W[dst, src] of ``{(src, dst): delta}``."""
+    def delta(self, entries: Mapping[tuple[str, str], float] | Entries) -> np.ndarray:
+        """The network value (float64 NumPy) with `delta` added at W[dst, src] for every ``{(src, dst): delta}`` (or
+        ``(src, dst, delta)`` triple)."""
         out = np.zeros(self.kind.shape)
-        for (src, dst), d in entries.items():
-            out[self.index(src, dst)] += float(d)
+        for src, dst, d in matrix_entries(entries, "matrix entries"):
+            out[self.index(src, dst)] += d
         return out
 
 

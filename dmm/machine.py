@@ -77,6 +77,7 @@ class Machine:
         self.trainable = trainable
         self._tables = {k: EllTables(*map(jnp.asarray, t)) for k, t in tables.items()}
         self._edges = dict(edges)
+        self._edge_index: dict[str, dict[tuple[int, int], int]] = {}  # sparse blocks: (row, col) -> edge, on demand
         self._y0 = dict(y0)
         self._stochastic = [g for g in layout.groups if g.type.stochastic]
         # Index tables are arguments of the jitted function, not constants baked into the compiled program.
@@ -130,11 +131,13 @@ class Machine:
         if s_side != "out" or d_side != "in" or k != k2:
             raise ProgramError(f"no matrix entry {src!r} -> {dst!r}: needs an output and an input port of one kind")
         if self.backend[k] == "sparse":
-            rows, cols = self._edges[k]
-            hit = np.flatnonzero((rows == i) & (cols == j))
-            if not len(hit):
+            if k not in self._edge_index:
+                rows, cols = self._edges[k]
+                self._edge_index[k] = {(int(r), int(c)): e for e, (r, c) in enumerate(zip(rows, cols))}
+            e = self._edge_index[k].get((i, j))
+            if e is None:
                 raise ProgramError(f"{src!r} -> {dst!r} is not a link of the sparse {k!r} block")
-            return k, int(hit[0])
+            return k, e
         return k, (i, j)
 
     def matrices(self, params: Params | None = None, state: State | None = None) -> dict[str, jax.Array]:
@@ -173,10 +176,17 @@ class Machine:
         """A copy of `params` with W[dst, src] = w for every ``(src, dst): w`` (dense: any pair of one kind;
         sparse: existing links only)."""
         params = self.params if params is None else params
-        W = dict(params["W"])
+        where: dict[str, tuple[list[Any], list[float]]] = {}
         for (src, dst), w in entries.items():
             k, pos = self._entry(src, dst)
-            W[k] = jnp.asarray(W[k]).at[pos].set(w)
+            where.setdefault(k, ([], []))
+            where[k][0].append(pos)
+            where[k][1].append(w)
+        W = dict(params["W"])
+        for k, (pos, ws) in where.items():  # one scatter per kind
+            idx = np.asarray(pos)
+            idx = tuple(idx.T) if idx.ndim == 2 else idx
+            W[k] = jnp.asarray(W[k]).at[idx].set(jnp.asarray(ws, W[k].dtype))
         return {**params, "W": W}
 
     def edit(self, state: State, entries: Mapping[tuple[str, str], float]) -> State:
@@ -292,10 +302,20 @@ class Machine:
 
         **Returns:** `(new_state, X)` with `X[kind]` of shape (M_K, *kind.shape), this cycle's inputs.
         """
+        params, state = self._prepare(params, state)
         inputs = {k: jnp.asarray(v, self.dtype) for k, v in (inputs or {}).items()}
         self._check_inputs(inputs, None)
         self._check_key(key)
         return self._cycle(self._tables, params, state, inputs, key)
+
+    def _prepare(self, params: Params | None, state: State | None) -> tuple[Params, State]:
+        """Check caller-given params and state against this machine (structure and shapes, with a `ProgramError`
+        naming the first difference), cast them to its dtypes, and make the initial state when none is given."""
+        params = self.params if params is None else _conform("params", params, self.params)
+        if state is None:
+            return params, self.init_state(params)
+        like = jax.eval_shape(self.init_state, self.params)
+        return params, State(*_conform("state", tuple(state), tuple(like)))
 
     def _cycle(self, tables, params: Params, state: State, inputs: Mapping[str, jax.Array], key: Any):
         lay = self.layout
@@ -326,8 +346,8 @@ class Machine:
 
             try:
                 outs = jax.vmap(one, in_axes=(0, 0, 0 if keys is not None else None), axis_size=g.size)(params["neurons"][g.id], ins, keys)
-            except DMMError:
-                raise
+            except DMMError as e:  # a mistake in the neuron's configuration, found when its function is traced
+                raise ProgramError(f"neuron type {g.type!r} (neurons {list(g.members[:3])}): {e}") from None
             except Exception as e:  # the type's function failed on correctly shaped inputs
                 raise ProgramError(
                     f"neuron type {g.type!r} (neurons {list(g.members[:3])}) failed on its inputs: {type(e).__name__}: {e}"
@@ -413,6 +433,7 @@ class Machine:
         (steps, *kind.shape); `finite` is None, or (with `check_finite`) a dict {"in:K"/"out:K": bool array
         (steps, ports)} telling which streams were finite at each cycle.
         """
+        params, state = self._prepare(params, state)
         return self._simulate(
             self._tables, params, state, inputs, key, steps=steps, record=record, remat=remat, check_finite=check_finite
         )
@@ -504,7 +525,7 @@ class Machine:
         if remat not in REMAT:
             raise ProgramError(f"remat must be one of {REMAT}, not {remat!r}")
         names = self._record_names(record)
-        params = self.params if params is None else params
+        params, state = self._prepare(params, state)
         inputs = {k: jnp.asarray(v, self.dtype) for k, v in (inputs or {}).items()}
         self._check_inputs(inputs, int(steps))
         self._check_key(key)
@@ -536,6 +557,29 @@ class Machine:
                     bad = (rank, names[int(np.flatnonzero(~f[c])[0])])
         if bad is not None:
             raise NonFiniteError(f"stream {bad[1]!r} became non-finite at cycle {first + bad[0][0] + 1}")
+
+
+def _conform(what: str, tree: Any, like: Any) -> Any:
+    """`tree` with the structure and leaf shapes of `like` (else a `ProgramError` naming the first difference),
+    its leaves cast to the dtypes of `like`."""
+    got = dict(jax.tree_util.tree_flatten_with_path(tree)[0])
+    want = dict(jax.tree_util.tree_flatten_with_path(like)[0])
+    if got.keys() != want.keys():
+        missing = [jax.tree_util.keystr(k) for k in want if k not in got]
+        extra = [jax.tree_util.keystr(k) for k in got if k not in want]
+        raise ProgramError(
+            f"{what} do not match this machine: missing {missing[:3]}, unexpected {extra[:3]}"
+            if what == "params" else f"{what} does not match this machine: missing {missing[:3]}, unexpected {extra[:3]}"
+        )
+    out = []
+    for k, ref in want.items():
+        x = got[k]
+        if np.shape(x) != tuple(ref.shape):
+            raise ProgramError(
+                f"{what}{jax.tree_util.keystr(k)} has shape {np.shape(x)}; this machine needs {tuple(ref.shape)}"
+            )
+        out.append(jnp.asarray(x, ref.dtype))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), out)
 
 
 def _scan(body, state, xs, steps: int, remat: str):

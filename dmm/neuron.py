@@ -134,6 +134,33 @@ class NeuronType:
         return f"{self.name}({args})"
 
 
+Entries = tuple[tuple[str, str, float], ...]
+
+
+def matrix_entries(value: Any, where: str) -> Entries:
+    """Normalise network-matrix entries, given as ``{(source port, target port): value}`` or as
+    ``((source, target, value), ...)``, to a tuple of ``(source, target, value)`` with finite float values."""
+    items = value.items() if isinstance(value, Mapping) else value
+    out = []
+    try:
+        for item in items:
+            if len(item) == 2:
+                (src, dst), v = item
+            else:
+                src, dst, v = item
+            if not (isinstance(src, str) and isinstance(dst, str)):
+                raise TypeError
+            v = float(v)
+            if not math.isfinite(v):
+                raise ProgramError(f"{where}: matrix entry {src!r} -> {dst!r} is not finite")
+            out.append((src, dst, v))
+    except (TypeError, ValueError):
+        raise ProgramError(
+            f"{where}: give matrix entries as {{(source port, target port): value}}, not {value!r}"
+        ) from None
+    return tuple(out)
+
+
 def make_type(
     inputs: Mapping[str, Kind] | None = None,
     outputs: Mapping[str, Kind] | None = None,
@@ -145,16 +172,24 @@ def make_type(
     role: str | None = None,
 ) -> NeuronType:
     """Build the body of a neuron type inside a factory decorated with `neuron_type` (name and config are filled in
-    by the decorator). `inputs` and `outputs` map port names to kinds, in order."""
+    by the decorator). `inputs` and `outputs` map port names to kinds, in order. A default parameter value may be
+    `NETWORK`: the parameter is then a NETWORK-kind value, given per neuron as matrix entries
+    ``{(source port, target port): value}`` and placed by `dmm.compile` (see `matrix_entries`)."""
     ins = tuple(Port(n, k) for n, k in (inputs or {}).items())
     outs = tuple(Port(n, k) for n, k in (outputs or {}).items())
-    defaults = {k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
-                for k, v in (defaults or {}).items()}
+    for k, v in (defaults or {}).items():
+        if isinstance(v, Kind) and v != NETWORK:
+            raise ProgramError(f"parameter {k!r}: the only kind a default may name is NETWORK, not {v!r}")
+    defaults = {
+        k: v if isinstance(v, Kind) else np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
+        for k, v in (defaults or {}).items()
+    }
     return NeuronType("", (), ins, outs, fn, defaults, frozenset(trainable), stochastic, role)
 
 
 _REGISTRY: dict[str, Callable[..., NeuronType]] = {}
 _ENTRY_POINTS_LOADED = False
+_ENTRY_POINT_ERRORS: list[str] = []
 
 
 def neuron_type(name: str) -> Callable[[Callable[..., NeuronType]], Callable[..., NeuronType]]:
@@ -212,13 +247,14 @@ def lookup(name: str) -> Callable[..., NeuronType]:
         for ep in entry_points(group="dmm.neurons"):
             try:
                 importlib.import_module(ep.value)
-            except ImportError:
-                pass
+            except ImportError as e:
+                _ENTRY_POINT_ERRORS.append(f"{ep.value}: {type(e).__name__}: {e}")
     try:
         return _REGISTRY[name]
     except KeyError:
+        failed = f" (packages that failed to import: {'; '.join(_ENTRY_POINT_ERRORS)})" if _ENTRY_POINT_ERRORS else ""
         raise ProgramError(
-            f"unknown neuron type {name!r}: no package registered it (import the module that defines it)"
+            f"unknown neuron type {name!r}: no package registered it (import the module that defines it){failed}"
         ) from None
 
 
@@ -229,7 +265,8 @@ def registered_types() -> dict[str, Callable[..., NeuronType]]:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Neuron:
-    """One neuron of a program: a type and its parameter values (NumPy arrays, shaped like `type.defaults`)."""
+    """One neuron of a program: a type and its parameter values (read-only NumPy arrays shaped like
+    `type.defaults`; matrix entries for NETWORK-kind parameters)."""
 
     type: NeuronType
     params: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -238,6 +275,9 @@ class Neuron:
         params = {}
         given = dict(self.params)
         for k, default in self.type.defaults.items():
+            if isinstance(default, Kind):  # a NETWORK-kind parameter: matrix entries, placed when compiled
+                params[k] = matrix_entries(given.pop(k, ()), f"neuron type {self.type!r}, parameter {k!r}")
+                continue
             v = np.asarray(given.pop(k, default), dtype=default.dtype)
             if v.shape != default.shape:
                 raise ProgramError(
@@ -251,7 +291,3 @@ class Neuron:
         if given:
             raise ProgramError(f"neuron type {self.type!r} has no parameters {sorted(given)}")
         object.__setattr__(self, "params", params)
-
-
-def uses_network(t: NeuronType) -> bool:
-    return any(p.kind == NETWORK for p in t.ports)

@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import ProgramError, UnknownStreamError
 from .kinds import NETWORK, Kind
-from .neuron import Neuron, NeuronType, Port
+from .neuron import Neuron, NeuronType, Port, matrix_entries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +46,11 @@ def split_stream(name: str) -> tuple[str, str]:
     if len(parts) != 2 or not all(parts):
         raise ProgramError(f"{name!r} is not a stream name of the form 'neuron.port'")
     return parts[0], parts[1]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality of two parameter or initial values (arrays, or tuples of matrix entries)."""
+    return a == b if isinstance(a, tuple) or isinstance(b, tuple) else np.array_equal(a, b)
 
 
 class Program:
@@ -133,16 +138,7 @@ class Program:
         if port.kind == NETWORK:
             if self.neuron(split_stream(stream)[0]).type.role == "self":
                 raise ProgramError(f"{stream!r} is the Self neuron's output: its initial value W_0 is the program's links")
-            if not isinstance(value, Mapping):
-                raise ProgramError(
-                    f"{stream!r} has the NETWORK kind: give its initial value as {{(source port, target port): value}}"
-                )
-            entries = []
-            for key, v in value.items():
-                if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(s, str) for s in key)):
-                    raise ProgramError(f"initial value of {stream!r}: {key!r} is not a (source port, target port) pair")
-                entries.append((key[0], key[1], self._check_weight(key[0], key[1], v)))
-            self._initial[stream] = tuple(entries)
+            self._initial[stream] = matrix_entries(value, f"initial value of {stream!r}")
             return
         try:
             v = np.asarray(value, dtype=np.float64)
@@ -236,14 +232,11 @@ class Program:
             b = other._neurons[n]
             if a.type != b.type or a.params.keys() != b.params.keys():
                 return False
-            if not all(np.array_equal(a.params[k], b.params[k]) for k in a.params):
+            if not all(_same(a.params[k], b.params[k]) for k in a.params):
                 return False
         if self._initial.keys() != other._initial.keys():
             return False
-        return all(
-            v == other._initial[k] if isinstance(v, tuple) else np.array_equal(v, other._initial[k])
-            for k, v in self._initial.items()
-        )
+        return all(_same(v, other._initial[k]) for k, v in self._initial.items())
 
     __hash__ = None  # type: ignore[assignment]
 

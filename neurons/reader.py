@@ -30,6 +30,10 @@ def reader_type(kind: Kind = NUMBER, events: Any = ()):
 
     An asynchronous channel (values that arrive now and then) becomes this per-cycle schedule; an event at cycle e
     reaches a neuron one link away at cycle e + 1. Use `reader` to build one from {cycle: value}.
+
+    The schedule is configuration, so readers with different schedules are different types and compile as separate
+    groups: meant for a few asynchronous channels. For many sources with per-cycle values, use `neurons.external`
+    and feed them through `run(inputs=...)`.
     """
     sched = []
     for item in events:

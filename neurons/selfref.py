@@ -12,24 +12,10 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from dmm import NETWORK, Program, ProgramError, make_type, neuron_type
+from dmm import NETWORK, Neuron, Program, ProgramError, make_type, matrix_entries, neuron_type
 
 
 Entries = Mapping[tuple[str, str], float]
-
-
-def _entries(entries: Entries | tuple, where: str) -> tuple[tuple[str, str, float], ...]:
-    items = entries.items() if isinstance(entries, Mapping) else entries
-    out = []
-    for item in items:
-        try:
-            (src, dst), v = item
-        except (TypeError, ValueError):
-            src, dst, v = item
-        if not (isinstance(src, str) and isinstance(dst, str)):
-            raise ProgramError(f"{where}: matrix entries are keyed by (source port, target port), not {item!r}")
-        out.append((src, dst, float(v)))
-    return tuple(out)
 
 
 @neuron_type("self")
@@ -52,15 +38,16 @@ def add_self(program: Program, name: str = "self") -> None:
 
 
 @neuron_type("constant_matrix")
-def constant_matrix(entries: Entries = ()):
-    """An update neuron: y.out = U every cycle, the NETWORK-kind value with `entries` {(src, dst): u} (a constant ΔW
-    that drives matrix waves when routed into Self's delta)."""
-    items = _entries(entries, "constant_matrix")
+def constant_matrix_type():
+    """An update neuron: y.out = U every cycle, where the parameter U is a NETWORK-kind value given as matrix entries
+    (a constant ΔW that drives matrix waves when routed into Self's delta)."""
+    return make_type({}, {"out": NETWORK}, fn=lambda p, x, ctx: {"out": p["value"]}, defaults={"value": NETWORK})
 
-    def fn(p, x, ctx):
-        return {"out": jnp.asarray(ctx.network.delta({(s, d): v for s, d, v in items}))}
 
-    return make_type({}, {"out": NETWORK}, fn=fn)
+def constant_matrix(entries: Entries = ()) -> Neuron:
+    """An update neuron emitting the constant matrix with `entries` ``{(src, dst): u}`` (zero elsewhere) every
+    cycle. Constant-matrix neurons with different entries share one type, so they run as one group."""
+    return Neuron(constant_matrix_type(), {"value": entries})
 
 
 @neuron_type("edit_channel")
@@ -69,21 +56,22 @@ def edit_channel(events: Mapping[int, Entries] | tuple = ()):
     otherwise), or whatever the caller feeds it through `run(inputs={"name.out": (steps, *network shape)})`.
 
     `events`: {cycle: {(src, dst): delta}}. Wired into Self.delta with weight 1, an edit emitted at cycle e is first
-    used by the down movement of cycle e + 2.
+    used by the down movement of cycle e + 2. The schedule is configuration (channels with different schedules
+    compile as separate groups); for edits decided at run time, feed the channel through `run(inputs=...)`.
     """
     items = events.items() if isinstance(events, Mapping) else events
     sched = []
     for c, entries in items:
         if int(c) < 1:
             raise ProgramError(f"edit_channel: event cycle {c} is not a cycle (cycles start at 1)")
-        sched.append((int(c), _entries(entries, f"edit_channel event at cycle {c}")))
+        sched.append((int(c), matrix_entries(entries, f"edit_channel event at cycle {c}")))
     sched = tuple(sched)
 
     def fn(p, x, ctx):
         if not sched:
             return {"out": jnp.zeros(ctx.network.kind.shape)}
         cycles = np.array([c for c, _ in sched])
-        values = jnp.asarray(np.stack([ctx.network.delta({(s, d): v for s, d, v in e}) for _, e in sched]))
+        values = jnp.asarray(np.stack([ctx.network.delta(e) for _, e in sched]))
         hit = (ctx.cycle == cycles).astype(values.dtype)
         return {"out": jnp.tensordot(hit, values, axes=1)}
 

@@ -35,9 +35,9 @@ class _Net(dict):
         return _Net({k: f(self.get(k, 0.0), other.get(k, 0.0)) for k in set(self) | set(other)})
 
 
-def _entries(config_entries):
+def _entries(triples):
     out = _Net()
-    for (src, dst), v in config_entries:
+    for src, dst, v in triples:
         out[(src, dst)] = out.get((src, dst), 0.0) + v
     return out
 
@@ -93,7 +93,7 @@ def _up(ntype, params, x, cycle):
         i = min(max(int(math.floor(t / every)), 0), len(text) - 1)
         return {"out": kind.onehot(text[i]).astype(np.float64)}
     if name == "constant_matrix":
-        return {"out": _entries(cfg["entries"])}
+        return {"out": _entries(params["value"])}
     if name == "edit_channel":
         out = _Net()
         for c, entries in cfg["events"]:
@@ -133,7 +133,7 @@ def _run(program: dmm.Program, steps: int, inputs: dict) -> dict[str, list]:
         if init is None:
             Y[s] = _zero(kind)
         elif isinstance(init, tuple):
-            Y[s] = _entries(((a, b), v) for a, b, v in init)
+            Y[s] = _entries(init)
         else:
             Y[s] = np.array(init, np.float64)
     if self_out:

@@ -337,3 +337,31 @@ def test_parameters_keep_float64_precision(x64):
     assert p.neurons["c"].params["value"].dtype == np.float64
     assert dmm.compile(p, dtype=jnp.float64).run(2)["c.out"].tolist() == [0.1, 0.1]
     assert dmm.compile(p).run(1)["c.out"][0] == np.float32(0.1)
+
+
+def test_bad_params_and_states_are_named():
+    m = dmm.compile(counter())
+    with pytest.raises(dmm.ProgramError, match=r"params\['W'\]\['number'\] has shape \(3, 3\); this machine needs \(2, 2\)"):
+        m.run(3, params={**m.params, "W": {"number": np.zeros((3, 3))}})
+    with pytest.raises(dmm.ProgramError, match=r"params do not match this machine: missing \[\"\['W'\]\['number'\]\"\]"):
+        m.run(3, params={**m.params, "W": {}})
+    state = m.init_state()
+    with pytest.raises(dmm.ProgramError, match=r"state\[0\]\['number'\] has shape \(5,\)"):
+        m.run(3, state=dmm.State({"number": np.zeros(5)}, state.cycle))
+    # other dtypes are cast to the machine's
+    assert m.run(3, state=dmm.State({"number": np.array([0, 4])}, 2)).cycles.tolist() == [3, 4, 5]
+    with pytest.raises(dmm.ProgramError, match="precision"):
+        dmm.compile(counter(), precision="best")
+
+
+def test_network_entry_errors_name_the_neuron():
+    p = dmm.Program()
+    neurons.add_self(p)
+    p.add("u", neurons.constant_matrix({("self.out", "nobody.in"): 1.0}))
+    with pytest.raises(dmm.ProgramError, match=r"^neuron 'u', parameter 'value': no network entry 'self.out' -> 'nobody.in'"):
+        dmm.compile(p)
+    q = dmm.Program()
+    neurons.add_self(q)
+    q.add("e", neurons.edit_channel({2: {("self.out", "nobody.in"): 1.0}}))
+    with pytest.raises(dmm.ProgramError, match=r"neurons \['e'\]\): no network entry 'self.out' -> 'nobody.in'"):
+        dmm.compile(q)

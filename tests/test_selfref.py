@@ -105,7 +105,7 @@ def random_program(rng: np.random.Generator) -> dmm.Program:
     return p
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1))
 def test_gradient_property_random_self_modifying(seed):
     rng = np.random.default_rng(seed)
