@@ -41,12 +41,14 @@ from .trace import Trace as Trace
 from .checkpoint import load_checkpoint as load_checkpoint
 from .checkpoint import read_checkpoint_meta as read_checkpoint_meta
 from .checkpoint import save_checkpoint as save_checkpoint
+from .sparsify import SearchConfig as SearchConfig
 from .sparsify import SparsifyConfig as SparsifyConfig
 from .sparsify import SparsifyReport as SparsifyReport
 from .sparsify import link_names as link_names
 from .sparsify import links_mask as links_mask
 from .sparsify import live_links as live_links
 from .sparsify import prune as prune
+from .sparsify import search_sparsify as search_sparsify
 from .sparsify import smallest_links as smallest_links
 from .sparsify import sparsify as sparsify
 from .train import Metrics as Metrics
@@ -55,6 +57,8 @@ from .train import ProgressBar as ProgressBar
 from .train import Trainer as Trainer
 from .train import TrainState as TrainState
 from .train import count_links as count_links
+from .train import stack_states as stack_states
+from .train import unstack_state as unstack_state
 from . import vvalues as vvalues
 
 

@@ -22,6 +22,10 @@ continues as if the cut links had never been there, without the restart a fresh 
 
 Every attempt is logged (the links cut with their weights, the loss before the cut, right after it and after
 recovery, the recovery steps, accepted or not) in the returned report and, if `log` is given, as JSONL lines.
+
+`search_sparsify(trainer, state, SearchConfig(...))` is the parallel variant: each round ranks the live links by
+the loss of the network without each one, recovers several trial cuts at once (`Trainer.fit_many`: a big group,
+smaller ones, alternative single links) and keeps the acceptable trial that cut most; see its docstring.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import optax
 from .checkpoint import save_checkpoint
 from .errors import ProgramError
 from .machine import Machine
-from .train import MetricsLog, Trainer, TrainState
+from .train import MetricsLog, Trainer, TrainState, stack_states, unstack_state
 
 Link = tuple[str, str]
 
@@ -78,13 +82,19 @@ def links_mask(machine: Machine, links: Iterable[Link]) -> dict[str, np.ndarray]
 
 def live_links(state: TrainState, machine: Machine) -> dict[Link, float]:
     """The trainable links still in the mask, ``{(src, dst): weight}``."""
-    names = link_names(machine)
+    lay = machine.layout
     out = {}
     for k, m in state.mask["W"].items():
         m = np.asarray(m)
         w = np.asarray(state.params["W"][k])
-        for idx in zip(*np.nonzero(m)):
-            out[names[k][idx]] = float(w[idx])
+        rows, cols = lay.rows[k], lay.cols[k]
+        if machine.backend[k] == "sparse":
+            r, c = machine._edges[k]
+            for e in np.flatnonzero(m):
+                out[(cols[c[e]], rows[r[e]])] = float(w[e])
+        else:
+            for i, j in zip(*np.nonzero(m)):
+                out[(cols[j], rows[i])] = float(w[i, j])
     return out
 
 
@@ -297,6 +307,184 @@ def sparsify(
             logger.close()
     report.critical = critical
     report.links = len(live_links(good, trainer.machine))
+    report.loss = good_loss
+    report.steps = spent
+    report.seconds = time.perf_counter() - t0
+    return good, report
+
+
+# ------------------------------------------------------------------------------------ parallel trial cuts (search)
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """The schedule of `search_sparsify` (see its docstring).
+
+    - `tolerance`: a trial cut is acceptable when its recovered loss is at most ``limit = max(tolerance,
+      ratchet × the lowest loss of the network so far)`` (`ratchet` None: the limit is `tolerance` alone). With a
+      ratchet, a cut may not undo what training has won: the limit tightens as the loss falls, down to `tolerance`.
+    - `trials`: trial cuts per round, each recovered for `recover_steps` steps, all at once (`Trainer.fit_many`).
+    - `cut`: links in the largest trial of the first round; `grow`: factor applied to the size of an accepted cut;
+      `max_cut`: upper bound.
+    - `min_links`, `protect`, `max_steps`, `l1`: as in `SparsifyConfig`.
+    - `final_steps`: training steps after the search (kept when they lower the loss).
+    """
+
+    tolerance: float
+    ratchet: float | None = None
+    trials: int = 8
+    recover_steps: int = 200
+    cut: int = 1
+    grow: float = 2.0
+    max_cut: int = 1 << 30
+    min_links: int = 0
+    protect: tuple[Link, ...] = ()
+    max_steps: int | None = None
+    l1: float | None = None
+    final_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.tolerance >= 0:
+            raise ProgramError(f"SearchConfig: tolerance must be non-negative, not {self.tolerance}")
+        if self.ratchet is not None and not self.ratchet >= 1:
+            raise ProgramError(f"SearchConfig: ratchet must be at least 1, not {self.ratchet}")
+        if self.trials < 1 or self.recover_steps < 1 or self.cut < 1 or self.grow < 1 or self.max_cut < 1:
+            raise ProgramError("SearchConfig: need trials, recover_steps, cut, max_cut >= 1 and grow >= 1")
+        object.__setattr__(self, "protect", tuple((str(s), str(d)) for s, d in self.protect))
+
+
+def _trial_sets(order: list, size: int, trials: int) -> list[list]:
+    """The cuts of one round: groups of the `size`, size/2, size/4, ... best-ranked links (sizes > 1), then single
+    links in rank order, `trials` cuts in all (fewer when fewer links are left)."""
+    sets, g = [], min(size, len(order))
+    while g > 1 and len(sets) < trials:
+        sets.append(order[:g])
+        g //= 2
+    sets += [[l] for l in order[: trials - len(sets)]]
+    return sets
+
+
+def search_sparsify(
+    trainer: Trainer,
+    state: TrainState,
+    config: SearchConfig,
+    inputs: Mapping[str, Any] | None = None,
+    data: Any = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    log: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> tuple[TrainState, SparsifyReport]:
+    """Sparsify by parallel trial cuts: several candidate cuts of the network are each recovered by training, all
+    at once in one vmapped run, and the best acceptable one is kept.
+
+    Each round:
+
+    1. rank the live links (protected ones and those already found uncuttable excluded) by the loss of the network
+       with that link alone removed (one vmapped evaluation: a loss-aware score), ties by abs(w);
+    2. build `trials` cuts: the best-ranked `size`, size/2, size/4, ... links together, then the best-ranked links
+       one at a time (so a round tries a big cut, smaller ones, and alternative single links in parallel);
+    3. prune each cut (moments kept, `prune`) and train every trial `recover_steps` steps (`Trainer.fit_many`);
+    4. among the trials whose recovered loss is within the limit (see `SearchConfig`), keep the one that cut most
+       links (then the lowest loss): it becomes the network and `size` grows to `grow` × its cut. When none is
+       acceptable the network stays as it was (backtracking: nothing was applied), the single links tried are
+       marked uncuttable until the next accepted cut, and the next round tries single links only, the next ones in
+       rank order (backtracking on the structure, not only on the cut size);
+    5. stop when no link is left to try, at `min_links` links or when the `max_steps` budget (counting every
+       trial's steps) would be exceeded; then `final_steps` of training if they lower the loss.
+
+    Arguments and returns as in `sparsify`; the report's attempts hold one entry per round (the cut chosen, or the
+    best trial when none was acceptable, and every trial's size and recovered loss).
+    """
+    m = trainer.machine
+    if trainer.through_self is not None:
+        raise ProgramError("search_sparsify: trainers that train through Self are not supported (use sparsify)")
+    for l in config.protect:
+        m._entry(*l)
+    t0 = time.perf_counter()
+    if config.l1 is not None:
+        state = state._replace(l1=jnp.asarray(config.l1, state.l1.dtype))
+    report = SparsifyReport()
+    logger = MetricsLog(log) if log is not None else None
+    good = state
+    good_loss = lowest = float(trainer.evaluate(state, inputs, data).loss)
+    size, spent = config.cut, 0
+    failed: set[Link] = set()
+    protect = set(config.protect)
+    round_cost = config.trials * config.recover_steps
+    try:
+        while config.max_steps is None or spent + round_cost <= config.max_steps:
+            live = live_links(good, m)
+            if len(live) <= config.min_links:
+                break
+            pool = [l for l in live if l not in protect and l not in failed]
+            if not pool:
+                break
+            # 1. loss-aware ranking of the candidates, each removed alone
+            cuts = {k: np.zeros((len(pool), *np.shape(w)), bool) for k, w in good.params["W"].items()}
+            for i, l in enumerate(pool):
+                k, pos = m._entry(*l)
+                cuts[k][(i, *np.atleast_1d(pos))] = True
+            scores = trainer.cut_losses(good, cuts, inputs, data)
+            scores = np.where(np.isfinite(scores), scores, np.inf)
+            order = [pool[i] for i in np.lexsort((np.abs([live[l] for l in pool]), scores))]
+            # 2.-3. the round's trial cuts, recovered in parallel (padded to `trials` members: one compilation)
+            sets = _trial_sets(order, min(size, len(live) - config.min_links), config.trials)
+            masks = [links_mask(m, s) for s in sets]
+            masks += [masks[0]] * (config.trials - len(masks))
+            trial = prune(trainer, stack_states([good] * config.trials),
+                          {k: np.stack([mk[k] for mk in masks]) for k in masks[0]})
+            loss_cut = trainer.evaluate_many(trial, inputs, data)[: len(sets)]
+            trial, _ = trainer.fit_many(trial, config.recover_steps, inputs, data)
+            spent += round_cost
+            after = trainer.evaluate_many(trial, inputs, data)[: len(sets)]
+            limit = config.tolerance if config.ratchet is None else max(config.tolerance, config.ratchet * lowest)
+            ok = [i for i in range(len(sets)) if np.isfinite(after[i]) and after[i] <= limit]
+            if ok:
+                best = max(ok, key=lambda i: (len(sets[i]), -after[i]))
+            else:
+                best = int(np.argmin(np.where(np.isfinite(after), after, np.inf)))
+            chosen = sets[best]
+            entry = {
+                "step": int(good.step) + config.recover_steps,
+                "cut": [[s, d, live[(s, d)]] for s, d in chosen],
+                "loss_before": good_loss,
+                "loss_cut": float(loss_cut[best]),
+                "loss_after": float(after[best]),
+                "limit": limit,
+                "recover_steps": config.recover_steps,
+                "accepted": bool(ok),
+                "links_left": len(live) - (len(chosen) if ok else 0),
+                "trials": [[len(s), float(a)] for s, a in zip(sets, after)],
+            }
+            report.attempts.append(entry)
+            if logger is not None:
+                logger.write(**entry)
+            if progress:
+                sys.stderr.write(
+                    f"search: {len(sets)} trials, best cut {len(chosen)} -> {entry['links_left']} links, loss "
+                    f"{good_loss:.3g} -> {entry['loss_after']:.3g} (limit {limit:.3g}) "
+                    f"{'accepted' if ok else 'rejected'}\n"
+                )
+            if ok:
+                good, good_loss = unstack_state(trial, best), float(after[best])
+                lowest = min(lowest, good_loss)
+                failed = set()
+                size = min(max(int(len(chosen) * config.grow), len(chosen) + (config.grow > 1)), config.max_cut)
+                if checkpoint is not None:
+                    save_checkpoint(checkpoint, good, {"links": entry["links_left"], "loss": good_loss})
+            else:
+                failed |= {s[0] for s in sets if len(s) == 1}
+                size = 1
+        if config.final_steps and (config.max_steps is None or spent + config.final_steps <= config.max_steps):
+            polished, _ = trainer.fit(good, config.final_steps, inputs, data, progress=progress)
+            spent += config.final_steps
+            after = float(trainer.evaluate(polished, inputs, data).loss)
+            if np.isfinite(after) and after <= good_loss:
+                good, good_loss = polished, after
+    finally:
+        if logger is not None:
+            logger.close()
+    report.critical = sorted(failed)
+    report.links = len(live_links(good, m))
     report.loss = good_loss
     report.steps = spent
     report.seconds = time.perf_counter() - t0

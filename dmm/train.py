@@ -72,7 +72,7 @@ class TrainState(NamedTuple):
     - `mask`: booleans shaped like `params`: which entries train.
     - `step`: int32 scalar, training steps done.
     - `key`: PRNG key; step s uses ``fold_in(key, s)`` (for stochastic neurons), so training is deterministic.
-    - `l1`, `l2`: float32 scalars, the penalty coefficients in force (state, so that schedules can change them
+    - `l1`, `l2`: scalars in the machine's dtype, the penalty coefficients in force (state, so that schedules can change them
       without recompiling and a resumed run sees the same values).
     - `run`: the running machine `State` when training through Self, else None.
     """
@@ -187,6 +187,8 @@ class Trainer:
         object.__setattr__(self, "_jit_evaluate", jax.jit(self._evaluate, static_argnames=("horizon",)))
         object.__setattr__(self, "_jit_cut_losses", jax.jit(self._cut_losses, static_argnames=("horizon",)))
         object.__setattr__(self, "_jit_chunk", jax.jit(self._scan_updates, static_argnames=("horizon", "k")))
+        object.__setattr__(self, "_jit_many", jax.jit(self._scan_many, static_argnames=("horizon", "k")))
+        object.__setattr__(self, "_jit_evaluate_many", jax.jit(self._evaluate_many, static_argnames=("horizon",)))
 
     def _check_channel(self) -> None:
         m, ch = self.machine, self.through_self
@@ -230,7 +232,7 @@ class Trainer:
                 raise ProgramError(f"Trainer.init: a mask leaf has shape {q.shape}, its parameter {p.shape}")
         key = jax.random.key(0) if key is None else key
         run = m.init_state(params) if self.through_self is not None else None
-        dtype = jnp.float32
+        dtype = m.dtype
         return TrainState(
             params, self.optimizer.init(params), mask, jnp.zeros((), jnp.int32), key,
             jnp.asarray(self.l1, dtype), jnp.asarray(self.l2, dtype), run,
@@ -494,6 +496,75 @@ class Trainer:
             return new, me
 
         return jax.lax.scan(body, state, None, length=k)
+
+    # ----------------------------------------------------------------------------------- several states at once
+    def fit_many(
+        self, states: TrainState, n: int, inputs: Mapping[str, Any] | None = None, data: Any = None, *, chunk: int = 100
+    ) -> tuple[TrainState, dict[str, np.ndarray]]:
+        """Run `n` training steps on each of K independent training states at once (one `vmap`ped, jitted call per
+        `chunk` steps): different seeds, or different trial cuts of one network.
+
+        `states` is a `TrainState` whose every leaf has a leading axis K (see `stack_states`); all members share
+        `inputs` and `data` and take the same number of steps (their step counts must agree). A member whose
+        episode, loss or gradient becomes non-finite is frozen at its last finite state and reported in
+        ``history["finite"]`` (no exception: a failing member is an outcome, not an error).
+
+        **Returns:** the new stacked states and {"loss", "penalty", "grad_norm", "links", "finite"}: NumPy arrays
+        (K, n) (the metrics of each member's steps, as in `fit`).
+        """
+        if chunk < 1:
+            raise ProgramError(f"fit_many: chunk must be at least 1, not {chunk}")
+        steps = np.unique(np.asarray(states.step))
+        if steps.size != 1:
+            raise ProgramError(f"fit_many: the members' step counts differ ({steps.tolist()})")
+        hist: dict[str, list] = {f: [] for f in ("loss", "penalty", "grad_norm", "links", "finite")}
+        done, step = 0, int(steps[0])
+        while done < n:
+            h = self.horizon(step)
+            k = min(chunk, n - done, self._until_horizon_change(step))
+            states, ms = self._jit_many(states, self._inputs(inputs, h), data, horizon=h, k=k)
+            for f, rows in hist.items():
+                rows.append(np.asarray(getattr(ms, f)))
+            done += k
+            step += k
+        return states, {f: np.concatenate(v, axis=1) if v else np.zeros((0, 0)) for f, v in hist.items()}
+
+    def evaluate_many(
+        self, states: TrainState, inputs: Mapping[str, Any] | None = None, data: Any = None, *, horizon: int | None = None
+    ) -> np.ndarray:
+        """The data loss of each of K stacked states (see `fit_many`), a NumPy array (K,) (NaN where non-finite)."""
+        h = self.horizon(int(np.max(np.asarray(states.step)))) if horizon is None else int(horizon)
+        return np.asarray(self._jit_evaluate_many(states, self._inputs(inputs, h), data, horizon=h), np.float64)
+
+    def _scan_many(self, states: TrainState, inputs, data, *, horizon: int, k: int):
+        def one(s):
+            def body(s, _):
+                new, me, _ = self._update(s, inputs, data, horizon=horizon)
+                new = jax.tree_util.tree_map(lambda a, b: jnp.where(me.finite, a, b), new, s)
+                return new, me
+
+            return jax.lax.scan(body, s, None, length=k)
+
+        return jax.vmap(one)(states)
+
+    def _evaluate_many(self, states: TrainState, inputs, data, *, horizon: int):
+        def one(s):
+            me, _ = self._evaluate(s, inputs, data, horizon=horizon)
+            return jnp.where(me.finite, me.loss, jnp.nan)
+
+        return jax.vmap(one)(states)
+
+
+def stack_states(states: Sequence[TrainState]) -> TrainState:
+    """K training states (of one trainer) as one state whose every leaf has a leading axis K (for `fit_many`)."""
+    if not states:
+        raise ProgramError("stack_states: no states")
+    return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *states)
+
+
+def unstack_state(states: TrainState, i: int) -> TrainState:
+    """Member `i` of stacked training states (see `stack_states`)."""
+    return jax.tree_util.tree_map(lambda x: x[i], states)
 
 
 # ------------------------------------------------------------------------------------------ progress and logs

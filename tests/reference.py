@@ -98,7 +98,7 @@ def _up(ntype, params, x, cycle):
         out = _Net()
         for c, entries in cfg["events"]:
             if c == cycle:
-                out = out + _entries(entries)
+                out = out + _entries(dmm.matrix_entries(entries, "reference"))
         return {"out": out}
     raise NotImplementedError(f"the reference interpreter has no formula for neuron type {name!r}")
 

@@ -122,3 +122,71 @@ def test_loss_criterion_cuts_the_least_damaging_link_first():
     by_weight = dmm.SparsifyConfig(tolerance=1e-3, recover_steps=0)
     _, report = dmm.sparsify(tr, st, by_weight)
     assert report.attempts[0]["cut"][0][:2] == ["s0.out", "out.y"] and not report.attempts[0]["accepted"]
+
+
+def test_fit_many_trains_each_member_as_fit_does():
+    m, loss = regression(WEIGHTS)
+    tr = dmm.Trainer(m, loss, optax.adam(1e-2), 4, l1=1e-3)
+    a = tr.init()
+    b = tr.init({**m.params, "W": {"number": m.params["W"]["number"] * 0.5}})
+    many, hist = tr.fit_many(dmm.stack_states([a, b]), 7, chunk=3)
+    assert hist["loss"].shape == (2, 7) and hist["finite"].all()
+    for i, st in enumerate([a, b]):
+        one, h = tr.fit(st, 7, progress=False)
+        np.testing.assert_allclose(hist["loss"][i], h["loss"], rtol=1e-4, atol=1e-6)  # float32, vmapped sums
+        np.testing.assert_allclose(np.asarray(dmm.unstack_state(many, i).params["W"]["number"]),
+                                   np.asarray(one.params["W"]["number"]), rtol=1e-4, atol=1e-6)
+        assert float(tr.evaluate_many(many)[i]) == pytest.approx(float(tr.evaluate(one).loss), rel=1e-4, abs=1e-6)
+
+
+def test_fit_many_freezes_a_member_that_blows_up():
+    m, loss = regression({"s0": 0.2, "s1": 1.0})
+    tr = dmm.Trainer(m, loss, optax.sgd(1e-3), 4)
+    bad = tr.init({**m.params, "W": {"number": jnp.full_like(m.params["W"]["number"], jnp.inf)}})
+    many, hist = tr.fit_many(dmm.stack_states([tr.init(), bad]), 3)
+    assert hist["finite"][0].all() and not hist["finite"][1].any()
+    assert np.isnan(tr.evaluate_many(many)[1]) and np.isfinite(tr.evaluate_many(many)[0])
+
+
+def test_search_cuts_groups_in_parallel_and_backtracks_on_the_structure(tmp_path):
+    m, loss = regression(WEIGHTS)
+    # a tiny SGD rate: recovery barely moves the weights, so each trial's outcome is the loss of its cut
+    tr = dmm.Trainer(m, loss, optax.sgd(1e-6), 4)
+    st = tr.init()
+    base = float(tr.evaluate(st).loss)
+    cfg = dmm.SearchConfig(tolerance=base + 0.05, trials=4, recover_steps=2, cut=8)
+    good, report = dmm.search_sparsify(tr, st, cfg, log=tmp_path / "search.jsonl")
+    first = report.attempts[0]
+    # round 1: trials cut the 6, 3 and 1 best-ranked links, then the second-ranked link alone; the four noise
+    # links rank first (their removal barely changes the loss), the group of 3 noise links is the largest acceptable
+    assert [n for n, _ in first["trials"]] == [6, 3, 1, 1]
+    assert first["accepted"] and len(first["cut"]) == 3
+    assert all(c[0] in ("s2.out", "s3.out", "s4.out", "s5.out") for c in first["cut"])
+    # every accepted round stayed within the limit, every rejected trial exceeded it
+    # (and no trial that cut more links was acceptable)
+    for a in report.attempts:
+        if a["accepted"]:
+            assert a["loss_after"] <= a["limit"]
+            assert all(l > a["limit"] for n, l in a["trials"] if n > len(a["cut"]))
+        else:
+            assert all(l > a["limit"] for _, l in a["trials"])
+    # the needed links s0 (small) and s1 survive; after both fail alone they are reported uncuttable
+    assert set(dmm.live_links(good, m)) == {("s0.out", "out.y"), ("s1.out", "out.y")}
+    assert report.critical == [("s0.out", "out.y"), ("s1.out", "out.y")]
+    assert report.steps == len(report.attempts) * cfg.trials * cfg.recover_steps
+    assert len((tmp_path / "search.jsonl").read_text().splitlines()) == len(report.attempts)
+
+
+def test_search_ratchet_rejects_cuts_that_undo_training():
+    # target 2.05 = 0.05·s0 + 1.0·s1: cutting s2 (a wrong link) lowers the loss, cutting s0 raises it slightly
+    m, loss = regression({"s0": 0.05, "s1": 1.0, "s2": 0.1}, target=2.05)
+    tr = dmm.Trainer(m, loss, optax.sgd(0.0), 4)
+    st = tr.init()
+    loose = dmm.SearchConfig(tolerance=0.02, trials=2, recover_steps=1)
+    _, report = dmm.search_sparsify(tr, st, loose)
+    assert report.links == 1  # s2 then s0 go: 4·0.05² = 0.01 <= 0.02
+    ratchet = dmm.SearchConfig(tolerance=0.0, ratchet=1.5, trials=2, recover_steps=1)
+    good, report = dmm.search_sparsify(tr, st, ratchet)
+    # after s2 goes the loss is 0, so nothing more may be cut (the limit ratchets down to the tolerance, 0)
+    assert set(dmm.live_links(good, m)) == {("s0.out", "out.y"), ("s1.out", "out.y")}
+    assert report.loss == pytest.approx(0.0, abs=1e-10)
