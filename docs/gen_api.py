@@ -50,6 +50,7 @@ def _signature(obj: object) -> str:
     except (TypeError, ValueError):
         return "(...)"
     sig = re.sub(r" at 0x[0-9a-f]+", "", sig)
+    sig = re.sub(r"<module '([\w.]+)' from '[^']*'>", r"\1", sig)  # module defaults, without the install path
     return re.sub(r"(: |-> )'([^']*)'", r"\1\2", sig)  # string annotations (from __future__ import annotations)
 
 
@@ -84,6 +85,8 @@ def _lines(qualname: str, obj: object) -> list[str]:
             if not name.startswith("_") and inspect.isfunction(fn) and fn.__module__ == obj.__name__:
                 lines += [f"#### `{qualname}.{name}{_signature(fn)}`", "", _doc(fn), ""]
         return lines
+    if isinstance(obj, types.GenericAlias):  # a type alias such as Params = dict[str, Any]
+        return [f"### `{qualname}`", "", f"*type alias* of `{obj!r}`", ""]
     if inspect.isclass(obj):
         lines += [f"### `{qualname}{_signature(obj)}`", "", "*class*", "", _doc(obj), ""]
         for name, member in _own(obj):
