@@ -41,7 +41,8 @@ def compile(
       its links, in ELL form; see `dmm.sparse`) or "auto" (sparse for blocks of at least 65,536 entries below 2 %
       density). A program with a Self neuron is always dense: its running matrix can gain any entry.
     - `dtype`: the dtype of every stream and weight (float64 needs ``jax.config.update("jax_enable_x64", True)``).
-    - `precision`: matmul precision of the down movement (``"highest"`` keeps float32 exact on GPUs/TPUs too).
+    - `precision`: matmul precision of the down movement and of the neurons' own matmuls that do not set one
+      (``"highest"`` keeps float32 products exact on GPUs/TPUs too, where the default may round to TF32/bfloat16).
     """
     if not isinstance(program, Program):
         raise ProgramError(f"compile() takes a Program, not {type(program).__name__}")

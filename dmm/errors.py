@@ -7,6 +7,8 @@ the neuron, port, kind or file at fault.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DMMError(ValueError):
     """Base class of every `dmm` error."""
@@ -28,4 +30,9 @@ class UnknownStreamError(DMMError, KeyError):
 
 
 class NonFiniteError(DMMError, FloatingPointError):
-    """A run or training step produced NaN or Inf; the message names the first cycle and stream."""
+    """A run or training step produced NaN or Inf; the message names the first cycle and stream.
+
+    `state`: for a training step, the last finite `TrainState` (before the failing step); None for a plain run.
+    """
+
+    state: Any = None

@@ -336,25 +336,27 @@ class Machine:
                 X[k] = jnp.matmul(W[k], y.reshape(n, -1), precision=self.precision).reshape(m, *kind.shape)
         ckey = None if key is None else jax.random.fold_in(key, cycle)
         parts: dict[str, list[jax.Array]] = {k: [] for k in lay.kinds}
-        for gi, g in enumerate(lay.groups):
-            ins = {p: X[k][s : s + g.size] for p, k, s in g.inputs}
-            keys = jax.random.split(jax.random.fold_in(ckey, gi), g.size) if g.type.stochastic else None
-            fn, net = g.type.fn, lay.network
+        # the neurons' own matmuls (those that do not set a precision) follow the machine's precision
+        with jax.default_matmul_precision(self.precision.name.lower()):
+            for gi, g in enumerate(lay.groups):
+                ins = {p: X[k][s : s + g.size] for p, k, s in g.inputs}
+                keys = jax.random.split(jax.random.fold_in(ckey, gi), g.size) if g.type.stochastic else None
+                fn, net = g.type.fn, lay.network
 
-            def one(p, x, kk, fn=fn, net=net):
-                return fn(p, x, Context(cycle, kk, net))
+                def one(p, x, kk, fn=fn, net=net):
+                    return fn(p, x, Context(cycle, kk, net))
 
-            try:
-                outs = jax.vmap(one, in_axes=(0, 0, 0 if keys is not None else None), axis_size=g.size)(params["neurons"][g.id], ins, keys)
-            except DMMError as e:  # a mistake in the neuron's configuration, found when its function is traced
-                raise ProgramError(f"neuron type {g.type!r} (neurons {list(g.members[:3])}): {e}") from None
-            except Exception as e:  # the type's function failed on correctly shaped inputs
-                raise ProgramError(
-                    f"neuron type {g.type!r} (neurons {list(g.members[:3])}) failed on its inputs: {type(e).__name__}: {e}"
-                ) from e
-            self._check_outputs(g, outs)
-            for p, k, _ in g.outputs:
-                parts[k].append(outs[p].astype(self.dtype))
+                try:
+                    outs = jax.vmap(one, in_axes=(0, 0, 0 if keys is not None else None), axis_size=g.size)(params["neurons"][g.id], ins, keys)
+                except DMMError as e:  # a mistake in the neuron's configuration, found when its function is traced
+                    raise ProgramError(f"neuron type {g.type!r} (neurons {list(g.members[:3])}): {e}") from None
+                except Exception as e:  # the type's function failed on correctly shaped inputs
+                    raise ProgramError(
+                        f"neuron type {g.type!r} (neurons {list(g.members[:3])}) failed on its inputs: {type(e).__name__}: {e}"
+                    ) from e
+                self._check_outputs(g, outs)
+                for p, k, _ in g.outputs:
+                    parts[k].append(outs[p].astype(self.dtype))
         Y = {}
         for k, kind in lay.kinds.items():
             Y[k] = jnp.concatenate(parts[k]) if parts[k] else jnp.zeros((0, *kind.shape), self.dtype)

@@ -37,8 +37,9 @@ running matrix (this matches ordinary training step for step); ``"continue"`` ke
 it learns while it runs.
 
 NaN/Inf guard (``guard=True``): every episode checks every stream at every cycle; a non-finite stream, loss or
-gradient stops training with `NonFiniteError` naming the step, the first cycle and the stream, and the state is
-left as it was before that step.
+gradient stops training with `NonFiniteError` naming the step, the first cycle and the stream; the error's `state`
+attribute holds the last finite `TrainState` (the one before the failing step), also when `fit` was running many
+steps.
 """
 
 from __future__ import annotations
@@ -391,15 +392,20 @@ class Trainer:
         return Metrics(loss, penalty, jnp.zeros((), loss.dtype), count_links(state.mask), finite), flags
 
     def _raise(self, where: str, flags, metrics: Metrics, state: TrainState) -> None:
+        message = None
         if flags is not None:
             first = 0 if state.run is None or self.episodes == "reset" else int(state.run.cycle)
             try:
                 self.machine._raise_nonfinite(flags, first)
             except NonFiniteError as e:
-                raise NonFiniteError(f"{where}: {e}") from None
-        if not np.isfinite(float(metrics.loss)):
-            raise NonFiniteError(f"{where}: the loss is {float(metrics.loss)} although every stream was finite")
-        raise NonFiniteError(f"{where}: the gradient is not finite although the loss ({float(metrics.loss):.6g}) is")
+                message = f"{where}: {e}"
+        if message is None and not np.isfinite(float(metrics.loss)):
+            message = f"{where}: the loss is {float(metrics.loss)} although every stream was finite"
+        if message is None:
+            message = f"{where}: the gradient is not finite although the loss ({float(metrics.loss):.6g}) is"
+        error = NonFiniteError(message)
+        error.state = state  # the last finite training state, to inspect or resume from
+        raise error
 
     # ------------------------------------------------------------------------------------------------- loops
     def fit(

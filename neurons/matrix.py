@@ -20,10 +20,6 @@ ACTIVATIONS = {
 NORMALIZATIONS = ("none", "softmax")
 
 
-def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
-    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
-
-
 def matrix_kind(m: int, n: int) -> Kind:
     """The kind of an m×n matrix stream, named ``"matrix{m}x{n}"`` (one kind per shape)."""
     return Kind(f"matrix{int(m)}x{int(n)}", (int(m), int(n)))
@@ -60,9 +56,9 @@ def matrix_neuron(
         if include_identity:
             a = jnp.concatenate([a, jnp.eye(m, dtype=a.dtype)], axis=1)
             xx = jnp.concatenate([xx, y], axis=0)
-            z = _mm(norm_l(a), norm_r(xx))
+            z = jnp.matmul(norm_l(a), norm_r(xx))
         else:
-            z = _mm(norm_l(a), norm_r(xx)) + y
+            z = jnp.matmul(norm_l(a), norm_r(xx)) + y
         return {"out": f(z)}
 
     return make_type(

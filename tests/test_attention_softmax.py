@@ -1,5 +1,7 @@
 """Softmax attention neurons on streams and on matrix streams (attention/softmax.py)."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -175,3 +177,19 @@ def test_weights_neuron_is_a_drop_in_for_softmax(mech, options):
     p.link("s.out", "w.scores", 1.0)
     w = dmm.compile(p).run(2, record=["w.weights"])["w.weights"][1]
     np.testing.assert_allclose(w, np_softmax(1.5 * s.astype(np.float64)), atol=2e-3 if mech == "oscillator" else 1e-5)
+
+
+@pytest.mark.parametrize("precision", ["default", "highest"])
+def test_neuron_matmuls_follow_the_machine_precision(precision):
+    # on GPUs/TPUs the default float32 matmul may round to TF32/bfloat16: the machine's precision reaches the
+    # attention neuron's own products as well as the down movement
+    kind = dmm.Kind("qs", (4, 8))
+    m = dmm.compile(matrix_program(kind, heads=2), precision=precision)
+    data = {f"{s}.out": jnp.ones((2, 4, 8)) for s in "qkv"}
+    jaxpr = jax.make_jaxpr(lambda p: m.run(2, params=p, inputs=data, record=["att.out"])["att.out"])(m.params)
+
+    text = str(jaxpr)  # includes the scan body and the vmapped neuron functions
+    found = re.findall(r"dot_general\[.*?precision=(\S+)", text, flags=re.S)
+    want = f"(Precision.{precision.upper()},"
+    assert len(found) >= 3  # the down movement and the neuron's score and value products
+    assert all(p == want for p in found), found

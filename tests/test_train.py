@@ -242,6 +242,28 @@ def test_nan_guard_names_the_first_cycle_and_stream():
     ok.update(ok.init())
 
 
+def test_nan_guard_keeps_the_last_finite_state():
+    # the loss rewards growth, so SGD raises the self-loop weight until the 12-cycle episode overflows a few steps in
+    m = blow_up(1.5)
+    tr = dmm.Trainer(m, lambda t, d: -jnp.sum(t["out.y"]), optax.sgd(1e-2), 12)
+    good = tr.init()
+    for _ in range(50):  # step by step: the last state whose update succeeded
+        try:
+            nxt, _ = tr.update(good)
+        except dmm.NonFiniteError:
+            break
+        good = nxt
+    else:
+        pytest.fail("the episode never overflowed")
+    assert int(good.step) > 0
+    for chunk in (1, 4):
+        with pytest.raises(dmm.NonFiniteError) as info:
+            tr.fit(tr.init(), 50, chunk=chunk, progress=False)
+        state = info.value.state
+        assert int(state.step) == int(good.step)
+        assert np.array_equal(np.asarray(state.params["W"]["number"]), np.asarray(good.params["W"]["number"]))
+
+
 def test_progress_bar_and_metrics_log(tmp_path):
     m = counter()
     tr = dmm.Trainer(m, lambda t, d: jnp.sum((t["out.y"] - 1.0) ** 2), optax.adam(1e-2), 5)
