@@ -199,7 +199,7 @@ class SparsifyConfig:
 @dataclasses.dataclass
 class SparsifyReport:
     """What `sparsify` did: `attempts` (one dict per attempt: step, links cut with weights, loss_before, loss_cut,
-    loss_after, accepted, links_left), `critical` (links found uncuttable and protected), `links` (live links at the
+    loss_after, limit (the tolerance it was held to), accepted, links_left), `critical` (links found uncuttable and protected), `links` (live links at the
     end) and `loss` (the final data loss), `steps` (training steps spent), `seconds`."""
 
     attempts: list[dict] = dataclasses.field(default_factory=list)
@@ -273,6 +273,7 @@ def sparsify(
                 "loss_before": good_loss,
                 "loss_cut": loss_cut,
                 "loss_after": after,
+                "limit": config.tolerance,
                 "recover_steps": used,
                 "accepted": ok,
                 "links_left": len(live) - (len(chosen) if ok else 0),

@@ -23,9 +23,11 @@ This is the author's "feedforward-run-3" (`training-and-attention.md` A.2–A.6)
   loss = Σ_{c=1..140} Σ_{k=1,2} (student output.dict-k(c)[":number"] − teacher output.dict-k(c))², where the teacher
   is `programs.duplicate_detector` on the same text (its targets are computed once). The dot neurons are clipped
   to ±4 as in the author's engine (`clip=None` turns it off).
-- **The automated run** (`run`, `Schedule`): several seeds trained densely, the best one sparsified by
-  `dmm.sparsify` (moment-preserving pruning, an adaptive cut size, backtracking, critical links found and kept), a
-  tolerance set from the dense loss (no manual cutoffs), then the generalization table (`generalization`).
+- **The automated run** (`run`, `Schedule`): several seeds trained densely, the best one sparsified in three
+  stages with moment-preserving pruning and backtracking, the tolerance set from the dense loss (no manual
+  cutoffs): `dmm.sparsify` by abs(w) at a looser limit, `dmm.sparsify` by least damage at the tolerance, then
+  `dmm.search_sparsify` (parallel trial cuts with long recoveries); then the generalization table
+  (`generalization`).
 
 Run it: ``python -m programs.synthesis`` (see `main` for options; `benchmarks/synthesis.py` times it).
 """
@@ -150,11 +152,21 @@ class Schedule:
     - `tolerance_factor`, `min_tolerance`: the sparsification tolerance is max(min_tolerance, factor × the chosen
       student's loss), so every accepted cut keeps the loss within that factor of the dense network's.
     - `coarse`: the first `dmm.sparsify` stage (cut by abs(w), cut size growing ×2 from 16) down to `fine_from`
-      links; `fine`: the second stage (criterion "loss": the single cut that costs least, among every live link).
-    - `l1`: the penalty during sparsification; `max_steps`: the training-step budget of both stages together.
-    - `ladder`, `ladder_steps`: after the network within tolerance is found, keep sparsifying it with the tolerance
-      multiplied by each factor in turn (`ladder_steps` steps each), to chart how many more links a looser loss
-      buys (`Result.pareto`); the final network stays the one within tolerance.
+      links, at `coarse_factor` × the tolerance (raising L1 to `l1` alone costs the dense network about as much as
+      the tolerance, so a coarse stage held to the tolerance itself rejects even links of |w| ≈ 1e-5);
+      `fine`: the second stage, at the tolerance (criterion "loss": the single cut that costs least, among every
+      live link), recovering `recover_steps` to `max_recover_steps` steps per cut. `max_steps`: the training-step
+      budget of both stages together.
+    - `polish_steps`: training steps after the fine stage (short recoveries stop on plateaus that longer training
+      leaves).
+    - `search_*`: the last stage, `dmm.search_sparsify` at the tolerance: `search_trials` single-link trial cuts per
+      round, each recovered `search_recover_steps` steps in one vmapped run, for `search_rounds` rounds at most,
+      then `polish_steps` more steps if they lower the loss.
+    - `l1`: the penalty during sparsification.
+    - `ladder`, `ladder_steps`: optionally, after the network within tolerance is found, keep sparsifying it with the
+      tolerance multiplied by each factor in turn (`ladder_steps` steps each), to chart how many more links a looser
+      loss buys (`Result.pareto`); the final network stays the one within tolerance.
+    - `chunk`: training steps per jitted call (`Trainer.fit`).
     """
 
     seeds: tuple[int, ...] = (0, 1, 2, 3)
@@ -162,17 +174,23 @@ class Schedule:
     extra_steps: int = 2500
     tolerance_factor: float = 2.5
     min_tolerance: float = 0.005
+    coarse_factor: float = 2.5
     l1: float = 0.01
     recover_steps: int = 200
     max_recover_steps: int = 1000
     fine_from: int = 60
     max_steps: int = 150_000
-    ladder: tuple[float, ...] = (2.0, 4.0)
+    polish_steps: int = 3000
+    search_trials: int = 8
+    search_recover_steps: int = 3000
+    search_rounds: int = 9
+    ladder: tuple[float, ...] = ()
     ladder_steps: int = 15_000
+    chunk: int = 100
 
 
-QUICK = Schedule(seeds=(0, 1), dense_steps=300, extra_steps=200, max_steps=2000, fine_from=200, ladder=(2.0,),
-                 ladder_steps=400)
+QUICK = Schedule(seeds=(0, 1), dense_steps=300, extra_steps=200, max_steps=2000, fine_from=200, polish_steps=100,
+                 search_trials=2, search_recover_steps=50, search_rounds=2, ladder=(2.0,), ladder_steps=400)
 """A smoke-test schedule (seconds, not comparable with the author's numbers)."""
 
 
@@ -228,7 +246,7 @@ def run(schedule: Schedule = Schedule(), out: str | Path | None = None, *, progr
         state, h = trainer.fit(state, 1, data=targets, progress=False)  # compiles
         t = time.perf_counter()
         log = None if out is None else out / f"dense-{seed}.jsonl"
-        state, h2 = trainer.fit(state, n - 1, data=targets, progress=progress, log=log)
+        state, h2 = trainer.fit(state, n - 1, data=targets, progress=progress, log=log, chunk=schedule.chunk)
         step_seconds.append((time.perf_counter() - t) / (n - 1))
         dense[seed] = np.concatenate([h["loss"], h2["loss"]])
         states[seed] = state
@@ -238,21 +256,28 @@ def run(schedule: Schedule = Schedule(), out: str | Path | None = None, *, progr
     seconds["dense"] = time.perf_counter() - t0
     say(f"best seed {seed}: loss {final_loss[seed]:.4g}; sparsifying with tolerance {tolerance:.4g}")
 
-    # 2. automated sparsification: coarse (by abs(w)) then fine (least damaging single cuts)
+    # 2. automated sparsification: coarse (by abs(w)), fine (least damaging single cuts), polish, parallel search
     t0 = time.perf_counter()
     state = states[seed]
-    common = {"tolerance": tolerance, "recover_steps": schedule.recover_steps,
-              "max_recover_steps": schedule.max_recover_steps, "l1": schedule.l1}
+    common = {"recover_steps": schedule.recover_steps, "max_recover_steps": schedule.max_recover_steps, "l1": schedule.l1}
     ck = None if out is None else out / "sparse"
     log = None if out is None else out / "cuts.jsonl"
-    coarse = dmm.SparsifyConfig(cut=16, max_cut=256, min_links=schedule.fine_from, max_steps=schedule.max_steps, **common)
+    coarse = dmm.SparsifyConfig(tolerance=schedule.coarse_factor * tolerance, cut=16, max_cut=256,
+                                min_links=schedule.fine_from, max_steps=schedule.max_steps, **common)
     state, rep1 = dmm.sparsify(trainer, state, coarse, data=targets, checkpoint=ck, log=log, progress=progress)
-    fine = dmm.SparsifyConfig(cut=1, criterion="loss", candidates=64, max_steps=max(schedule.max_steps - rep1.steps, 0),
-                              **common)
+    fine = dmm.SparsifyConfig(tolerance=tolerance, cut=1, criterion="loss", candidates=64,
+                              max_steps=max(schedule.max_steps - rep1.steps, 0), **common)
     state, rep2 = dmm.sparsify(trainer, state, fine, data=targets, checkpoint=ck, log=log, progress=progress)
+    if schedule.polish_steps:
+        state, _ = trainer.fit(state, schedule.polish_steps, data=targets, progress=False, chunk=schedule.chunk)
+    search = dmm.SearchConfig(tolerance=tolerance, trials=schedule.search_trials,
+                              recover_steps=schedule.search_recover_steps, cut=1, l1=schedule.l1,
+                              max_steps=schedule.search_rounds * schedule.search_trials * schedule.search_recover_steps
+                              + schedule.polish_steps, final_steps=schedule.polish_steps)
+    state, rep3 = dmm.search_sparsify(trainer, state, search, data=targets, checkpoint=ck, log=log, progress=progress)
     seconds["sparsify"] = time.perf_counter() - t0
-    pareto = [(tolerance, rep2.links, rep2.loss)]
-    stages = [rep1, rep2]
+    pareto = [(tolerance, rep3.links, rep3.loss)]
+    stages = [rep1, rep2, rep3]
     t0 = time.perf_counter()
     looser = state
     for factor in schedule.ladder:

@@ -131,9 +131,11 @@ def test_the_synthesis_command_runs_end_to_end(tmp_path, capsys):
     cuts = [json.loads(l) for l in (tmp_path / "cuts.jsonl").read_text().splitlines()]
     assert cuts and all({"cut", "loss_before", "loss_cut", "loss_after", "accepted"} <= set(c) for c in cuts)
     assert (tmp_path / "dense-0.jsonl").exists() and (tmp_path / "sparse.json").exists()
-    # the two main stages come first in the log (the ladder's looser rungs follow): their accepted cuts stayed within
-    # the automatic tolerance, their rejected ones did not
-    main = cuts[: len(r.stages[0].attempts) + len(r.stages[1].attempts)]
+    # the three main stages (coarse at a looser limit, fine and search at the tolerance) come first in the log, the
+    # ladder's looser rungs follow; every cut was accepted exactly when its recovered loss was within its limit
+    main = cuts[: sum(len(st.attempts) for st in r.stages[:3])]
     assert len(cuts) == sum(len(st.attempts) for st in r.stages)
-    assert all((c["loss_after"] <= r.tolerance) == c["accepted"] for c in main)
+    assert all((c["loss_after"] <= c["limit"]) == c["accepted"] for c in main)
+    assert {c["limit"] for c in main[len(r.stages[0].attempts):]} == {r.tolerance}
+    assert all(c["limit"] > r.tolerance for c in main[: len(r.stages[0].attempts)])
     assert r.pareto[0] == (r.tolerance, len(r.links), r.loss)
