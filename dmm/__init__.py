@@ -44,13 +44,17 @@ from .checkpoint import save_checkpoint as save_checkpoint
 from .sparsify import SearchConfig as SearchConfig
 from .sparsify import SparsifyConfig as SparsifyConfig
 from .sparsify import SparsifyReport as SparsifyReport
+from .sparsify import SwapConfig as SwapConfig
 from .sparsify import link_names as link_names
 from .sparsify import links_mask as links_mask
 from .sparsify import live_links as live_links
 from .sparsify import prune as prune
+from .sparsify import regrow as regrow
+from .sparsify import regrow_gains as regrow_gains
 from .sparsify import search_sparsify as search_sparsify
 from .sparsify import smallest_links as smallest_links
 from .sparsify import sparsify as sparsify
+from .sparsify import swap_sparsify as swap_sparsify
 from .train import Metrics as Metrics
 from .train import MetricsLog as MetricsLog
 from .train import ProgressBar as ProgressBar

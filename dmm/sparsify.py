@@ -105,20 +105,45 @@ def prune(trainer: Trainer, state: TrainState, links: Iterable[Link] | Mapping[s
     zeroed at those entries and kept elsewhere (`optax.tree_utils.tree_map_params`); through Self, the running
     machine's matrix loses them too. Returns the new state.
     """
+    where = dict(links) if isinstance(links, Mapping) else links_mask(trainer.machine, links)
+    return _edit_links(trainer, state, where, {}, live=False)
+
+
+def regrow(trainer: Trainer, state: TrainState, links: Mapping[Link, float]) -> TrainState:
+    """The inverse of `prune`: give the trainable links ``{(src, dst): weight}`` back to `state` with those starting
+    weights (mask entries True, the optimizer's params-shaped state zeroed at those entries, everything else kept).
+    Links that are not trainable in the program raise `ProgramError`."""
     m = trainer.machine
-    cut_w = dict(links) if isinstance(links, Mapping) else links_mask(m, links)
-    cut = {"W": {k: jnp.asarray(cut_w.get(k, np.zeros(np.shape(w), bool))) for k, w in state.params["W"].items()},
+    where = links_mask(m, links)
+    for (src, dst) in links:
+        k, pos = m._entry(src, dst)
+        if not np.asarray(m.trainable["W"][k])[pos]:
+            raise ProgramError(f"regrow: link {src} -> {dst} is not trainable")
+    values = {k: np.zeros(np.shape(w), np.float64) for k, w in state.params["W"].items()}
+    for (src, dst), w in links.items():
+        k, pos = m._entry(src, dst)
+        values[k][pos] = w
+    return _edit_links(trainer, state, where, values, live=True)
+
+
+def _edit_links(trainer: Trainer, state: TrainState, where: Mapping[str, Any], values: Mapping[str, Any],
+                live: bool) -> TrainState:
+    """Set the W entries marked in `where` ({kind: bool array}) to `values` (0 where missing), their mask entries
+    to `live`, and zero the optimizer's params-shaped state there."""
+    m = trainer.machine
+    sel = {"W": {k: jnp.asarray(where.get(k, np.zeros(np.shape(w), bool))) for k, w in state.params["W"].items()},
            "neurons": jax.tree_util.tree_map(lambda x: jnp.zeros(jnp.shape(x), bool), state.params["neurons"])}
     zero = lambda x, c: jnp.where(c, jnp.zeros_like(x), x)
-    params = jax.tree_util.tree_map(zero, state.params, cut)
-    mask = jax.tree_util.tree_map(lambda x, c: x & ~c, state.mask, cut)
+    W = {k: jnp.where(sel["W"][k], jnp.asarray(values[k], w.dtype) if k in values else jnp.zeros_like(w), w)
+         for k, w in state.params["W"].items()}
+    params = {**state.params, "W": W}
+    mask = jax.tree_util.tree_map(lambda x, c: (x | c) if live else (x & ~c), state.mask, sel)
     opt_state = optax.tree_utils.tree_map_params(
-        trainer.optimizer, zero, state.opt_state, cut, transform_non_params=lambda x, *_: x
+        trainer.optimizer, zero, state.opt_state, sel, transform_non_params=lambda x, *_: x
     )
     run = state.run
     if run is not None:
-        value = m.network.flatten(params["W"], jnp)
-        run = m.write(run, m.layout.self_stream, value)
+        run = m.write(run, m.layout.self_stream, m.network.flatten(params["W"], jnp))
     return state._replace(params=params, mask=mask, opt_state=opt_state, run=run)
 
 
@@ -420,12 +445,7 @@ def search_sparsify(
             if not pool:
                 break
             # 1. loss-aware ranking of the candidates, each removed alone
-            cuts = {k: np.zeros((len(pool), *np.shape(w)), bool) for k, w in good.params["W"].items()}
-            for i, l in enumerate(pool):
-                k, pos = m._entry(*l)
-                cuts[k][(i, *np.atleast_1d(pos))] = True
-            scores = trainer.cut_losses(good, cuts, inputs, data)
-            scores = np.where(np.isfinite(scores), scores, np.inf)
+            scores = _single_cut_losses(trainer, good, pool, inputs, data)
             order = [pool[i] for i in np.lexsort((np.abs([live[l] for l in pool]), scores))]
             # 2.-3. the round's trial cuts, recovered in parallel (padded to `trials` members: one compilation)
             sets = _trial_sets(order, min(size, len(live) - config.min_links), config.trials)
@@ -490,3 +510,201 @@ def search_sparsify(
     report.steps = spent
     report.seconds = time.perf_counter() - t0
     return good, report
+
+
+# --------------------------------------------------------------------------------- swaps (cut one, regrow one)
+@dataclasses.dataclass(frozen=True)
+class SwapConfig:
+    """The schedule of `swap_sparsify` (see its docstring).
+
+    - `tolerance`: the loss a network must stay within (swaps, free cuts and polishing).
+    - `regrow`: regrowths tried per cut link (the best by predicted gain); `trials`: swaps recovered per round (the
+      lowest immediate losses), each for `recover_steps` steps, all at once (`Trainer.fit_many`).
+    - `polish_steps`: training steps after each accepted round's free cuts (kept while within tolerance).
+    - `max_rounds`, `protect`, `l1`: the round budget, links never cut, the L1 coefficient (None: unchanged).
+    """
+
+    tolerance: float
+    regrow: int = 2
+    trials: int = 8
+    recover_steps: int = 3000
+    polish_steps: int = 3000
+    max_rounds: int = 4
+    protect: tuple[Link, ...] = ()
+    l1: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.tolerance >= 0:
+            raise ProgramError(f"SwapConfig: tolerance must be non-negative, not {self.tolerance}")
+        if min(self.regrow, self.trials, self.recover_steps, self.max_rounds) < 1 or self.polish_steps < 0:
+            raise ProgramError("SwapConfig: need regrow, trials, recover_steps, max_rounds >= 1 and polish_steps >= 0")
+        object.__setattr__(self, "protect", tuple((str(s), str(d)) for s, d in self.protect))
+
+
+def regrow_gains(
+    trainer: Trainer, state: TrainState, residuals: Any, inputs: Mapping[str, Any] | None = None, data: Any = None
+) -> list[tuple[Link, float, float]]:
+    """Gauss-Newton ranking of the links that could be given back to `state`.
+
+    For a data loss L = Σ r² with residuals r = ``residuals(trace, data)`` (a 1-D array), and every trainable link
+    that is cut (mask False, weight 0): g = dL/dw = 2 Σ r ∂r/∂w and H = 2 Σ (∂r/∂w)² (one `jax.jacrev` of the
+    residuals with respect to W). Setting that link alone to w* = −g/H lowers the linearised loss by g²/(2H).
+
+    Returns ``[((src, dst), gain, w*), ...]`` by decreasing gain (links with H = 0 left out).
+    """
+    m = trainer.machine
+    if trainer.through_self is not None or trainer.batched:
+        raise ProgramError("regrow_gains: trainers that train through Self or on batches are not supported")
+    h = trainer.horizon(int(state.step))
+    g, H = _gauss_newton(trainer, residuals)(state, trainer._inputs(inputs, h), data, h)
+    names = link_names(m)
+    out = []
+    for k in g:
+        gk, hk = np.asarray(g[k], np.float64), np.asarray(H[k], np.float64)
+        free = np.asarray(m.trainable["W"][k], bool) & ~np.asarray(state.mask["W"][k], bool) & (hk > 0)
+        for pos in zip(*np.nonzero(free)):
+            out.append((names[k][pos], float(gk[pos] ** 2 / (2 * hk[pos])), float(-gk[pos] / hk[pos])))
+    out.sort(key=lambda x: -x[1])
+    return out
+
+
+def _gauss_newton(trainer: Trainer, residuals: Any):
+    """A jitted (state, inputs, data) -> (g, H) over ``params["W"]`` for `regrow_gains` (cached per trainer)."""
+    cache = trainer.__dict__.setdefault("_gauss_newton_cache", {})
+    if residuals in cache:
+        return cache[residuals]
+    from .trace import Trace
+
+    m = trainer.machine
+
+    def fn(state, inputs, data, h):
+        key = jax.random.fold_in(state.key, state.step) if m._stochastic else None
+
+        def r_of(W):
+            final, recs, _ = m.simulate({**state.params, "W": W}, None, inputs, key, steps=h, record=trainer.record,
+                                        remat=trainer.remat)
+            trace = Trace(recs, {n: m.kind(n) for n in trainer.record}, jnp.zeros((), jnp.int32), final)
+            return jnp.ravel(residuals(trace, data))
+
+        W = state.params["W"]
+        r, J = r_of(W), jax.jacrev(r_of)(W)
+        return ({k: 2 * jnp.tensordot(r, J[k], axes=1) for k in W}, {k: 2 * jnp.sum(J[k] ** 2, axis=0) for k in W})
+
+    cache[residuals] = jax.jit(fn, static_argnums=3)
+    return cache[residuals]
+
+
+def swap_sparsify(
+    trainer: Trainer,
+    state: TrainState,
+    residuals: Any,
+    config: SwapConfig,
+    inputs: Mapping[str, Any] | None = None,
+    data: Any = None,
+    *,
+    log: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> tuple[TrainState, SparsifyReport]:
+    """Leave a network where no single cut is affordable by swapping links: cut one, give another back.
+
+    Needs the data loss as a sum of squares: `residuals(trace, data)` returns the 1-D residuals r, with the trainer's
+    loss equal to Σ r². Each round:
+
+    1. for every live link c (protected ones excepted): cut c, rank the cut links by their Gauss-Newton gain at that
+       state (`regrow_gains`), and for the best `regrow` of them set the link to its one-dimensional optimum w*
+       (the optimizer state of both entries zeroed, as in `prune` and `regrow`); evaluate each swap's loss;
+    2. recover the `trials` swaps with the lowest losses for `recover_steps` steps, all at once;
+    3. accept the best recovered swap if its loss is within the tolerance and below the current loss; otherwise
+       stop (nothing is applied);
+    4. free cuts: while the cheapest single cut (loss of the network without that link, no training) stays within
+       the tolerance, cut it; then `polish_steps` of training, kept if the loss stays within the tolerance.
+
+    A swap keeps the link count, so it is the free cuts that shrink the network: a swap that reroutes what several
+    links did lets them go. Returns the final state and a `SparsifyReport` (one attempt entry per round).
+    """
+    m = trainer.machine
+    if config.l1 is not None:
+        state = state._replace(l1=jnp.asarray(config.l1, state.l1.dtype))
+    t0 = time.perf_counter()
+    report = SparsifyReport()
+    logger = MetricsLog(log) if log is not None else None
+    protect = set(config.protect)
+    for l in protect:
+        m._entry(*l)
+    loss = float(trainer.evaluate(state, inputs, data).loss)
+    spent = 0
+    try:
+        for _ in range(config.max_rounds):
+            # 1. candidate swaps: each live link cut, the best regrowths at that state set to their optimum
+            cands = []
+            for c in [l for l in live_links(state, m) if l not in protect]:
+                cut = prune(trainer, state, [c])
+                for link, gain, w in [x for x in regrow_gains(trainer, cut, residuals, inputs, data) if x[0] != c][: config.regrow]:
+                    swapped = regrow(trainer, cut, {link: w})
+                    after = float(trainer.evaluate(swapped, inputs, data).loss)
+                    cands.append((after if np.isfinite(after) else np.inf, c, link, gain, swapped))
+            if not cands:
+                break
+            cands.sort(key=lambda x: x[0])
+            chosen = cands[: config.trials]
+            # 2. recover them in parallel (padded to `trials` members: one compilation)
+            pad = [x[4] for x in chosen] + [chosen[0][4]] * (config.trials - len(chosen))
+            trial, _ = trainer.fit_many(stack_states(pad), config.recover_steps, inputs, data)
+            spent += config.trials * config.recover_steps
+            rec = trainer.evaluate_many(trial, inputs, data)[: len(chosen)]
+            ok = [i for i in range(len(chosen)) if np.isfinite(rec[i]) and rec[i] <= config.tolerance and rec[i] < loss]
+            best = min(ok, key=lambda i: rec[i]) if ok else None
+            entry = {"swaps": [[list(x[1]), list(x[2]), x[0], float(r)] for x, r in zip(chosen, rec)],
+                     "loss_before": loss, "accepted": best is not None}
+            if best is not None:
+                # 3.-4. accept, then free cuts and polishing
+                state, loss = unstack_state(trial, best), float(rec[best])
+                entry.update(cut=list(chosen[best][1]), regrown=list(chosen[best][2]))
+                freed = []
+                while True:
+                    live = [l for l in live_links(state, m) if l not in protect]
+                    if not live:
+                        break
+                    scores = _single_cut_losses(trainer, state, live, inputs, data)
+                    i = int(np.argmin(scores))
+                    if not scores[i] <= config.tolerance:
+                        break
+                    state, loss = prune(trainer, state, [live[i]]), float(scores[i])
+                    freed.append(list(live[i]))
+                if config.polish_steps:
+                    polished, _ = trainer.fit(state, config.polish_steps, inputs, data, progress=False)
+                    spent += config.polish_steps
+                    after = float(trainer.evaluate(polished, inputs, data).loss)
+                    if np.isfinite(after) and after <= config.tolerance:
+                        state, loss = polished, after
+                entry.update(freed=freed, loss_after=loss, links_left=len(live_links(state, m)))
+            report.attempts.append(entry)
+            if logger is not None:
+                logger.write(**entry)
+            if progress:
+                sys.stderr.write(
+                    f"swap: {len(chosen)} trials, best {min(rec):.3g} -> "
+                    + (f"accepted, {len(entry['freed'])} free cuts, {entry['links_left']} links, loss {loss:.3g}\n"
+                       if best is not None else "rejected\n")
+                )
+            if best is None:
+                break
+    finally:
+        if logger is not None:
+            logger.close()
+    report.links = len(live_links(state, m))
+    report.loss = loss
+    report.steps = spent
+    report.seconds = time.perf_counter() - t0
+    return state, report
+
+
+def _single_cut_losses(trainer: Trainer, state: TrainState, links: list[Link], inputs, data) -> np.ndarray:
+    """The data loss of `state` without each of `links` alone (one vmapped pass); inf where non-finite."""
+    m = trainer.machine
+    cuts = {k: np.zeros((len(links), *np.shape(w)), bool) for k, w in state.params["W"].items()}
+    for i, l in enumerate(links):
+        k, pos = m._entry(*l)
+        cuts[k][(i, *np.atleast_1d(pos))] = True
+    scores = trainer.cut_losses(state, cuts, inputs, data)
+    return np.where(np.isfinite(scores), scores, np.inf)

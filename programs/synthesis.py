@@ -124,16 +124,23 @@ def teacher_targets(text: str = TEXT, cycles: int = CYCLES) -> np.ndarray:
     return np.stack([tr[s] for s in OUTPUTS], axis=1).astype(np.float32)
 
 
-def output_loss(machine: dmm.Machine):
-    """The imitation loss of a student machine: ``loss(trace, targets) = Σ_c Σ_k (y_k(c)[":number"] − t_k(c))²``
-    over the trace's cycles (targets (cycles, 2), cut to the trace length)."""
+def output_residuals(machine: dmm.Machine):
+    """The student's errors: ``residuals(trace, targets)`` = y_k(c)[":number"] − t_k(c) for every cycle c of the
+    trace and k = dict-1, dict-2, flattened (targets (cycles, 2), cut to the trace length)."""
     n = machine.kind(OUTPUTS[0]).index(":number")
 
-    def loss(trace: dmm.Trace, targets: jax.Array) -> jax.Array:
+    def residuals(trace: dmm.Trace, targets: jax.Array) -> jax.Array:
         y = jnp.stack([trace[s][:, n] for s in OUTPUTS], axis=1)
-        return jnp.sum((y - targets[: y.shape[0]]) ** 2)
+        return jnp.ravel(y - targets[: y.shape[0]])
 
-    return loss
+    return residuals
+
+
+def output_loss(machine: dmm.Machine):
+    """The imitation loss of a student machine: ``loss(trace, targets) = Σ_c Σ_k (y_k(c)[":number"] − t_k(c))²``
+    over the trace's cycles, the sum of squares of `output_residuals`."""
+    residuals = output_residuals(machine)
+    return lambda trace, targets: jnp.sum(residuals(trace, targets) ** 2)
 
 
 def make_trainer(
@@ -159,9 +166,12 @@ class Schedule:
       budget of both stages together.
     - `polish_steps`: training steps after the fine stage (short recoveries stop on plateaus that longer training
       leaves).
-    - `search_*`: the last stage, `dmm.search_sparsify` at the tolerance: `search_trials` single-link trial cuts per
-      round, each recovered `search_recover_steps` steps in one vmapped run, for `search_rounds` rounds at most,
-      then `polish_steps` more steps if they lower the loss.
+    - `swap_*`: the last stage, `dmm.swap_sparsify` at the tolerance: up to `swap_rounds` rounds, each trying every
+      live link cut with its best `swap_regrow` Gauss-Newton regrowths, recovering the `swap_trials` best swaps
+      `swap_recover_steps` steps in one vmapped run, then cutting every link that became free and polishing
+      `polish_steps` steps.
+    - `search_*` (off by default): before the swaps, `dmm.search_sparsify` at the tolerance for `search_rounds`
+      rounds of `search_trials` single-link trial cuts, each recovered `search_recover_steps` steps.
     - `l1`: the penalty during sparsification.
     - `ladder`, `ladder_steps`: optionally, after the network within tolerance is found, keep sparsifying it with the
       tolerance multiplied by each factor in turn (`ladder_steps` steps each), to chart how many more links a looser
@@ -181,16 +191,21 @@ class Schedule:
     fine_from: int = 60
     max_steps: int = 150_000
     polish_steps: int = 3000
+    swap_rounds: int = 4
+    swap_regrow: int = 2
+    swap_trials: int = 8
+    swap_recover_steps: int = 3000
+    search_rounds: int = 0
     search_trials: int = 8
     search_recover_steps: int = 3000
-    search_rounds: int = 9
     ladder: tuple[float, ...] = ()
     ladder_steps: int = 15_000
     chunk: int = 100
 
 
 QUICK = Schedule(seeds=(0, 1), dense_steps=300, extra_steps=200, max_steps=2000, fine_from=200, polish_steps=100,
-                 search_trials=2, search_recover_steps=50, search_rounds=2, ladder=(2.0,), ladder_steps=400)
+                 swap_rounds=0, search_trials=2, search_recover_steps=50, search_rounds=2, ladder=(2.0,),
+                 ladder_steps=400)
 """A smoke-test schedule (seconds, not comparable with the author's numbers)."""
 
 
@@ -256,7 +271,7 @@ def run(schedule: Schedule = Schedule(), out: str | Path | None = None, *, progr
     seconds["dense"] = time.perf_counter() - t0
     say(f"best seed {seed}: loss {final_loss[seed]:.4g}; sparsifying with tolerance {tolerance:.4g}")
 
-    # 2. automated sparsification: coarse (by abs(w)), fine (least damaging single cuts), polish, parallel search
+    # 2. automated sparsification: coarse (by abs(w)), fine (least damaging single cuts), polish, swaps
     t0 = time.perf_counter()
     state = states[seed]
     common = {"recover_steps": schedule.recover_steps, "max_recover_steps": schedule.max_recover_steps, "l1": schedule.l1}
@@ -270,14 +285,23 @@ def run(schedule: Schedule = Schedule(), out: str | Path | None = None, *, progr
     state, rep2 = dmm.sparsify(trainer, state, fine, data=targets, checkpoint=ck, log=log, progress=progress)
     if schedule.polish_steps:
         state, _ = trainer.fit(state, schedule.polish_steps, data=targets, progress=False, chunk=schedule.chunk)
-    search = dmm.SearchConfig(tolerance=tolerance, trials=schedule.search_trials,
-                              recover_steps=schedule.search_recover_steps, cut=1, l1=schedule.l1,
-                              max_steps=schedule.search_rounds * schedule.search_trials * schedule.search_recover_steps
-                              + schedule.polish_steps, final_steps=schedule.polish_steps)
-    state, rep3 = dmm.search_sparsify(trainer, state, search, data=targets, checkpoint=ck, log=log, progress=progress)
+    stages = [rep1, rep2]
+    if schedule.search_rounds:
+        search = dmm.SearchConfig(tolerance=tolerance, trials=schedule.search_trials,
+                                  recover_steps=schedule.search_recover_steps, cut=1, l1=schedule.l1,
+                                  max_steps=schedule.search_rounds * schedule.search_trials * schedule.search_recover_steps)
+        state, rep = dmm.search_sparsify(trainer, state, search, data=targets, checkpoint=ck, log=log, progress=progress)
+        stages.append(rep)
+    if schedule.swap_rounds:
+        swap = dmm.SwapConfig(tolerance=tolerance, regrow=schedule.swap_regrow, trials=schedule.swap_trials,
+                              recover_steps=schedule.swap_recover_steps, polish_steps=schedule.polish_steps,
+                              max_rounds=schedule.swap_rounds, l1=schedule.l1)
+        state, rep = dmm.swap_sparsify(trainer, state, output_residuals(machine), swap, data=targets, log=log,
+                                       progress=progress)
+        stages.append(rep)
+    final = stages[-1]
     seconds["sparsify"] = time.perf_counter() - t0
-    pareto = [(tolerance, rep3.links, rep3.loss)]
-    stages = [rep1, rep2, rep3]
+    pareto = [(tolerance, final.links, final.loss)]
     t0 = time.perf_counter()
     looser = state
     for factor in schedule.ladder:

@@ -190,3 +190,66 @@ def test_search_ratchet_rejects_cuts_that_undo_training():
     # after s2 goes the loss is 0, so nothing more may be cut (the limit ratchets down to the tolerance, 0)
     assert set(dmm.live_links(good, m)) == {("s0.out", "out.y"), ("s1.out", "out.y")}
     assert report.loss == pytest.approx(0.0, abs=1e-10)
+
+
+def swap_problem():
+    """Constant sources a = 1, b = 3; an identity neuron p (initially 1) fed by a; a sink y; target y = 3 at every
+    cycle. Live: a → p.in (1), p.out → y (2.9: loss 0.01 per cycle). Cut but available: a → y, b → y, b → p.in."""
+    p = dmm.Program()
+    p.add("a", neurons.const(1.0), initial={"out": 1.0})
+    p.add("b", neurons.const(3.0), initial={"out": 3.0})
+    p.add("p", neurons.identity(), initial={"out": 1.0})
+    p.add("out", neurons.sink(["y"]))
+    p.link("a.out", "p.in", 1.0)
+    p.link("p.out", "out.y", 2.9)
+    for src, dst in [("a.out", "out.y"), ("b.out", "out.y"), ("b.out", "p.in")]:
+        p.link(src, dst, 0.0)
+    m = dmm.compile(p)
+    residuals = lambda t, d: t["out.y"] - 3.0
+    tr = dmm.Trainer(m, lambda t, d: jnp.sum(residuals(t, d) ** 2), optax.adam(1e-4), 6)
+    st = dmm.prune(tr, tr.init(), [("a.out", "out.y"), ("b.out", "out.y"), ("b.out", "p.in")])
+    return m, tr, st, residuals
+
+
+def test_regrow_gives_links_back_with_a_fresh_optimizer_state():
+    m, tr, st, _ = swap_problem()
+    st, _ = tr.fit(st, 3, progress=False)
+    back = dmm.regrow(tr, st, {("b.out", "out.y"): 0.5})
+    assert dmm.live_links(back, m) == {**dmm.live_links(st, m), ("b.out", "out.y"): 0.5}
+    k, pos = m._entry("b.out", "out.y")
+    mu = lambda s: np.asarray(s.opt_state[0].mu["W"][k])
+    assert mu(back)[pos] == 0 and np.array_equal(np.delete(mu(back), pos), np.delete(mu(st), pos))
+    trained, _ = tr.fit(back, 2, progress=False)
+    assert dmm.live_links(trained, m)[("b.out", "out.y")] != 0.5  # it trains again
+    with pytest.raises(dmm.ProgramError, match="not trainable"):
+        dmm.regrow(tr, st, {("p.out", "p.in"): 1.0})  # not a link of the program
+
+
+def test_regrow_gains_follow_the_closed_form():
+    # with p.out → y cut, y = w_a·1 + w_b·3 is linear in the regrown weight: for T = 6 cycles of residual −3,
+    # L(0) = 54; a → y: g = −6T, H = 2T, w* = 3; b → y: g = −18T, H = 18T, w* = 1; both gain 9T = L(0) (exact fit);
+    # b → p.in no longer reaches the output (H = 0, left out)
+    m, tr, st, residuals = swap_problem()
+    cut = dmm.prune(tr, st, [("p.out", "out.y")])
+    gains = {l: (g, w) for l, g, w in dmm.regrow_gains(tr, cut, residuals)}
+    assert set(gains) == {("a.out", "out.y"), ("b.out", "out.y"), ("p.out", "out.y")}
+    np.testing.assert_allclose(gains[("a.out", "out.y")], (54.0, 3.0), rtol=1e-5)
+    np.testing.assert_allclose(gains[("b.out", "out.y")], (54.0, 1.0), rtol=1e-5)
+
+
+def test_swap_frees_the_links_a_better_route_makes_useless(tmp_path):
+    m, tr, st, residuals = swap_problem()
+    config = dmm.SwapConfig(tolerance=1.0, trials=4, recover_steps=5, polish_steps=0, max_rounds=3)
+    out, report = dmm.swap_sparsify(tr, st, residuals, config, log=tmp_path / "swaps.jsonl")
+    # the swap replaces p.out → y by a direct link at its optimum; a → p.in then costs nothing to cut
+    live = dmm.live_links(out, m)
+    assert len(live) == 1 and report.links == 1
+    ((link, w),) = live.items()
+    assert (link, round(w, 2)) in {(("a.out", "out.y"), 3.0), (("b.out", "out.y"), 1.0)}
+    assert report.loss < 1e-6 < float(tr.evaluate(st).loss)
+    first = report.attempts[0]
+    assert first["accepted"] and first["cut"] == ["p.out", "out.y"] and first["freed"] == [["a.out", "p.in"]]
+    assert not report.attempts[-1]["accepted"]  # a swap must lower the loss: no cycling between exact fits
+    assert len((tmp_path / "swaps.jsonl").read_text().splitlines()) == len(report.attempts)
+    with pytest.raises(dmm.ProgramError, match="tolerance"):
+        dmm.SwapConfig(tolerance=-1.0)
