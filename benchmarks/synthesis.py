@@ -1,6 +1,6 @@
 """Benchmark: the detector synthesis end to end, beside the author's numbers (training-and-attention.md A.3–A.6).
 
-    python benchmarks/synthesis.py            # the full run (about 10 minutes on 2 CPU cores)
+    python benchmarks/synthesis.py            # the full run (about 11 minutes on 2 CPU cores)
     python benchmarks/synthesis.py --quick    # a smoke run: 2 seeds, short budgets (not comparable)
 
 Prints one table: seconds per training step of the 1,486-link, 140-cycle network (one jitted value_and_grad + Adam

@@ -169,7 +169,7 @@ class Schedule:
     - `swap_*`: the last stage, `dmm.swap_sparsify` at the tolerance: up to `swap_rounds` rounds, each trying every
       live link cut with its best `swap_regrow` Gauss-Newton regrowths, recovering the `swap_trials` best swaps
       `swap_recover_steps` steps in one vmapped run, then cutting every link that became free and polishing
-      `polish_steps` steps.
+      `polish_steps` steps; it stops by itself when no swap lowers the loss.
     - `search_*` (off by default): before the swaps, `dmm.search_sparsify` at the tolerance for `search_rounds`
       rounds of `search_trials` single-link trial cuts, each recovered `search_recover_steps` steps.
     - `l1`: the penalty during sparsification.
@@ -191,7 +191,7 @@ class Schedule:
     fine_from: int = 60
     max_steps: int = 150_000
     polish_steps: int = 3000
-    swap_rounds: int = 4
+    swap_rounds: int = 10
     swap_regrow: int = 2
     swap_trials: int = 8
     swap_recover_steps: int = 3000
