@@ -114,15 +114,13 @@ def regrow(trainer: Trainer, state: TrainState, links: Mapping[Link, float]) -> 
     weights (mask entries True, the optimizer's params-shaped state zeroed at those entries, everything else kept).
     Links that are not trainable in the program raise `ProgramError`."""
     m = trainer.machine
-    where = links_mask(m, links)
-    for (src, dst) in links:
-        k, pos = m._entry(src, dst)
-        if not np.asarray(m.trainable["W"][k])[pos]:
-            raise ProgramError(f"regrow: link {src} -> {dst} is not trainable")
+    where = {k: np.zeros(np.shape(w), bool) for k, w in state.params["W"].items()}
     values = {k: np.zeros(np.shape(w), np.float64) for k, w in state.params["W"].items()}
     for (src, dst), w in links.items():
         k, pos = m._entry(src, dst)
-        values[k][pos] = w
+        if not np.asarray(m.trainable["W"][k])[pos]:
+            raise ProgramError(f"regrow: link {src} -> {dst} is not trainable")
+        where[k][pos], values[k][pos] = True, w
     return _edit_links(trainer, state, where, values, live=True)
 
 
@@ -155,13 +153,7 @@ def _choose(trainer, state, k, protect, config, inputs, data) -> list[tuple[Link
     pool = smallest_links(trainer, state, config.candidates, protect)
     if not pool:
         return []
-    m = trainer.machine
-    cuts = {kk: np.zeros((config.candidates, *np.shape(w)), bool) for kk, w in state.params["W"].items()}
-    for i, (l, _) in enumerate(pool):
-        kk, pos = m._entry(*l)
-        cuts[kk][(i, *np.atleast_1d(pos))] = True
-    losses = trainer.cut_losses(state, cuts, inputs, data)[: len(pool)]
-    losses = np.where(np.isfinite(losses), losses, np.inf)
+    losses = _single_cut_losses(trainer, state, [l for l, _ in pool], inputs, data)
     order = np.argsort(losses, kind="stable")
     return [pool[i] for i in order[:k]]
 
@@ -573,17 +565,13 @@ def _gauss_newton(trainer: Trainer, residuals: Any):
     cache = trainer.__dict__.setdefault("_gauss_newton_cache", {})
     if residuals in cache:
         return cache[residuals]
-    from .trace import Trace
-
     m = trainer.machine
 
     def fn(state, inputs, data, h):
         key = jax.random.fold_in(state.key, state.step) if m._stochastic else None
 
         def r_of(W):
-            final, recs, _ = m.simulate({**state.params, "W": W}, None, inputs, key, steps=h, record=trainer.record,
-                                        remat=trainer.remat)
-            trace = Trace(recs, {n: m.kind(n) for n in trainer.record}, jnp.zeros((), jnp.int32), final)
+            trace, _ = trainer._trace({**state.params, "W": W}, None, inputs, key, h)
             return jnp.ravel(residuals(trace, data))
 
         W = state.params["W"]
@@ -639,16 +627,17 @@ def swap_sparsify(
             cands = []
             for c in [l for l in live_links(state, m) if l not in protect]:
                 cut = prune(trainer, state, [c])
-                for link, gain, w in [x for x in regrow_gains(trainer, cut, residuals, inputs, data) if x[0] != c][: config.regrow]:
+                gains = [x for x in regrow_gains(trainer, cut, residuals, inputs, data) if x[0] != c]
+                for link, _, w in gains[: config.regrow]:
                     swapped = regrow(trainer, cut, {link: w})
                     after = float(trainer.evaluate(swapped, inputs, data).loss)
-                    cands.append((after if np.isfinite(after) else np.inf, c, link, gain, swapped))
+                    cands.append((after if np.isfinite(after) else np.inf, c, link, swapped))
             if not cands:
                 break
             cands.sort(key=lambda x: x[0])
             chosen = cands[: config.trials]
             # 2. recover them in parallel (padded to `trials` members: one compilation)
-            pad = [x[4] for x in chosen] + [chosen[0][4]] * (config.trials - len(chosen))
+            pad = [x[3] for x in chosen] + [chosen[0][3]] * (config.trials - len(chosen))
             trial, _ = trainer.fit_many(stack_states(pad), config.recover_steps, inputs, data)
             spent += config.trials * config.recover_steps
             rec = trainer.evaluate_many(trial, inputs, data)[: len(chosen)]
@@ -700,11 +689,13 @@ def swap_sparsify(
 
 
 def _single_cut_losses(trainer: Trainer, state: TrainState, links: list[Link], inputs, data) -> np.ndarray:
-    """The data loss of `state` without each of `links` alone (one vmapped pass); inf where non-finite."""
+    """The data loss of `state` without each of `links` alone (one vmapped pass); inf where non-finite. The batch is
+    padded to a multiple of 64 (with variants that cut nothing), so shrinking networks reuse one compilation."""
     m = trainer.machine
-    cuts = {k: np.zeros((len(links), *np.shape(w)), bool) for k, w in state.params["W"].items()}
+    n = -(-len(links) // 64) * 64
+    cuts = {k: np.zeros((n, *np.shape(w)), bool) for k, w in state.params["W"].items()}
     for i, l in enumerate(links):
         k, pos = m._entry(*l)
         cuts[k][(i, *np.atleast_1d(pos))] = True
-    scores = trainer.cut_losses(state, cuts, inputs, data)
+    scores = trainer.cut_losses(state, cuts, inputs, data)[: len(links)]
     return np.where(np.isfinite(scores), scores, np.inf)

@@ -308,6 +308,16 @@ class Trainer:
             self.machine._check_inputs(probe, h)
         return out
 
+    def _trace(self, var: Params, start, inputs, key, h: int, *, check_finite: bool = False):
+        """The recorded `Trace` of an `h`-cycle episode for parameters `var` from `start` (None: the initial state),
+        and the finiteness flags (None unless `check_finite`)."""
+        m = self.machine
+        final, recs, flags = m.simulate(
+            var, start, inputs, key, steps=h, record=self.record, remat=self.remat, check_finite=check_finite
+        )
+        first = jnp.zeros((), jnp.int32) if start is None else start.cycle
+        return Trace(recs, {n: m.kind(n) for n in self.record}, first, final), flags
+
     def _episode(self, var: Params, state: TrainState, inputs, data, key, h: int):
         """Loss and finiteness flags of one episode (one batch element) for parameters `var`."""
         m = self.machine
@@ -318,11 +328,8 @@ class Trainer:
             else:
                 value = m.network.flatten(var["W"], jnp)
                 start = m.write(state.run, m.layout.self_stream, value)
-        final, recs, flags = m.simulate(
-            var, start, inputs, key, steps=h, record=self.record, remat=self.remat, check_finite=self.guard
-        )
-        first = jnp.zeros((), jnp.int32) if start is None else start.cycle
-        trace = Trace(recs, {n: m.kind(n) for n in self.record}, first, final)
+        trace, flags = self._trace(var, start, inputs, key, h, check_finite=self.guard)
+        final = trace.state
         loss = jnp.asarray(self.loss(trace, data))
         if loss.shape != ():
             raise ProgramError(f"Trainer: the loss must return a scalar, got shape {loss.shape}")

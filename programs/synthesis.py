@@ -26,8 +26,8 @@ This is the author's "feedforward-run-3" (`training-and-attention.md` A.2–A.6)
 - **The automated run** (`run`, `Schedule`): several seeds trained densely, the best one sparsified in three
   stages with moment-preserving pruning and backtracking, the tolerance set from the dense loss (no manual
   cutoffs): `dmm.sparsify` by abs(w) at a looser limit, `dmm.sparsify` by least damage at the tolerance, then
-  `dmm.search_sparsify` (parallel trial cuts with long recoveries); then the generalization table
-  (`generalization`).
+  `dmm.swap_sparsify` (cut one link, regrow another at its Gauss-Newton optimum, cut what became free); then the
+  generalization table (`generalization`).
 
 Run it: ``python -m programs.synthesis`` (see `main` for options; `benchmarks/synthesis.py` times it).
 """
