@@ -16,7 +16,6 @@ devices and each process gets the whole result back (see ``docs/scaling.md``).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,7 +25,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .errors import ProgramError
-from .machine import REMAT, Machine, Params, State
+from .machine import Machine, Params, State, check_steps
+from .remat import Remat
 from .trace import Recorded, Trace
 
 
@@ -153,9 +153,12 @@ def _resolve_devices(devices: int | Sequence[Any] | None) -> list[Any]:
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("machine", "steps", "names", "remat", "axes", "impl"))
 def _batched(machine: Machine, params, state, inputs, key, *, steps, names, remat, axes, impl):
+    """`_vmapped` with hashable `axes`, jitted per machine (`Machine.jitted`), so compiled code dies with it."""
     return _vmapped(machine, params, state, inputs, key, steps=steps, names=names, remat=remat, axes=axes.tree, impl=impl)
+
+
+_STATICS = ("steps", "names", "remat", "axes", "impl")
 
 
 def _vmapped(machine: Machine, params, state, inputs, key, *, steps, names, remat, axes, impl):
@@ -164,8 +167,8 @@ def _vmapped(machine: Machine, params, state, inputs, key, *, steps, names, rema
     def one(p, s, x, k):
         if k is not None and impl is not None:
             k = jax.random.wrap_key_data(k, impl=impl)
-        final, records, _ = machine._simulate_grouped(  # grouped by side and kind: named after the jit
-            machine._tables, p, s, x, k, steps=steps, record=names, remat=remat, check_finite=False
+        final, records, _ = machine.simulate(  # grouped by side and kind: named after the jit
+            p, s, x, k, steps=steps, record=names, remat=remat, grouped=True
         )
         return final, records
 
@@ -201,7 +204,7 @@ def run_batch(
     inputs: Mapping[str, Any] | None = None,
     key: jax.Array | None = None,
     record: str | Sequence[str] | None = None,
-    remat: str = "auto",
+    remat: str | Remat = "auto",
     devices: int | Sequence[Any] | None = None,
 ) -> BatchTrace:
     """Run a batch of instances of `machine` for `steps` cycles in one call (one jitted `vmap` of `simulate`).
@@ -226,15 +229,12 @@ def run_batch(
     **Returns:** a `BatchTrace`: ``batch[stream]`` of shape (B, steps, *kind.shape), ``batch.instance(b)`` a `Trace`.
     The values equal B separate `Machine.run` calls, on one device or many.
     """
-    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 0:
-        raise ProgramError(f"steps must be a non-negative int, not {steps!r}")
-    if remat not in REMAT:
-        raise ProgramError(f"remat must be one of {REMAT}, not {remat!r}")
-    steps = int(steps)
-    names = machine._record_names(record)
+    steps = check_steps(steps)
+    remat = machine.resolve_remat(remat)
+    names = machine.record_names(record)
     params = machine.params if params is None else params
     inputs = {k: jnp.asarray(v, machine.dtype) for k, v in (inputs or {}).items()}
-    machine._check_key(key)
+    machine.check_key(key)
 
     ref_params = jax.eval_shape(lambda: machine.params)
     p_ax, sizes = _axes("params", params, ref_params)
@@ -270,12 +270,12 @@ def run_batch(
         devs = _resolve_devices(devices)
         if len(devs) == 1:
             with jax.default_device(devs[0]):
-                final, records = _batched(machine, params, state, inputs, key_data, **statics)
+                final, records = machine.jitted(_batched, static_argnames=_STATICS)(params, state, inputs, key_data, **statics)
         else:
             mesh = Mesh(np.asarray(devs), (AXIS,))
             pad = -size % len(devs)
             args = [_place(t, a, mesh, pad) for t, a in zip((params, state, inputs, key_data), axes)]
-            final, records = _batched(machine, *args, **statics)
+            final, records = machine.jitted(_batched, static_argnames=_STATICS)(*args, **statics)
             if jax.process_count() > 1:
                 from jax.experimental import multihost_utils
 
@@ -286,5 +286,5 @@ def run_batch(
     if _concrete((records, final)):
         records = {sk: np.asarray(v) for sk, v in records.items()}
         first = np.asarray(first)
-    records = machine._split_records(records, names, axis=2)
+    records = machine.split_records(records, names, axis=2)
     return BatchTrace(records, {n: machine.kind(n) for n in names}, first, final)

@@ -1,7 +1,8 @@
 """`dmm.compile`: from a `Program` to a `Machine`.
 
-Compilation numbers the ports (`dmm.layout`), builds each kind's block of the network matrix (dense by default,
-sparse on request or, with ``backend="auto"``, for large blocks below 2 % density), stacks neuron parameters by
+Compilation numbers the ports (`dmm.layout`), lays out each kind's block of the network matrix with a down-movement
+backend (`dmm.backends`: dense by default, ``"sparse"`` on request, or each block's preferred backend with
+``backend="auto"``, the ELL backend for large blocks below 2 % density), stacks neuron parameters by
 group, and traces one cycle abstractly (`jax.eval_shape`) so that a neuron type that returns the wrong ports or
 shapes fails here, with its name, rather than deep inside a run. The cost is O(number of neurons) in NumPy plus
 O(number of neuron groups) in tracing.
@@ -15,39 +16,37 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .backends import DENSE, Backend, registered_backends, resolve_backend
 from .errors import ProgramError
 from .kinds import Kind
 from .layout import build_layout
-from .machine import Machine, State
+from .machine import Machine
 from .program import Program
-from .sparse import ell_tables
 
 
-BACKENDS = ("dense", "sparse", "auto")
 PRECISIONS = ("default", "high", "highest")
-AUTO_MIN_ENTRIES = 1 << 16
-AUTO_MAX_DENSITY = 0.02
 
 
 def compile(
-    program: Program, *, backend: str = "dense", dtype: Any = jnp.float32, precision: str = "highest"
+    program: Program, *, backend: str | Backend = "dense", dtype: Any = jnp.float32, precision: str = "highest"
 ) -> Machine:
     """Compile `program` into a `Machine`.
 
     **Arguments:**
 
     - `program`: the program (a snapshot is taken: later changes to it do not affect the machine).
-    - `backend`: "dense" (every W_K a dense matrix), "sparse" (every block except the NETWORK kind's stores only
-      its links, in ELL form; see `dmm.sparse`) or "auto" (sparse for blocks of at least 65,536 entries below 2 %
-      density). A program with a Self neuron is always dense: its running matrix can gain any entry.
+    - `backend`: a registered backend's name or a `dmm.backends.Backend`: "dense" (every W_K a dense matrix),
+      "sparse" (every block except the NETWORK kind's stores only its links, in ELL form; see `dmm.backends.ell`),
+      or "auto" (each block takes the first registered backend that `prefers` it, else dense: the ELL backend for
+      blocks of at least 65,536 entries below 2 % density). A program with a Self neuron is always dense: its
+      running matrix can gain any entry.
     - `dtype`: the dtype of every stream and weight (float64 needs ``jax.config.update("jax_enable_x64", True)``).
     - `precision`: matmul precision of the down movement and of the neurons' own matmuls that do not set one
       (``"highest"`` keeps float32 products exact on GPUs/TPUs too, where the default may round to TF32/bfloat16).
     """
     if not isinstance(program, Program):
         raise ProgramError(f"compile() takes a Program, not {type(program).__name__}")
-    if backend not in BACKENDS:
-        raise ProgramError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    chosen_backend = resolve_backend(backend)
     if precision not in PRECISIONS:
         raise ProgramError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     dtype = jnp.dtype(dtype)
@@ -57,8 +56,10 @@ def compile(
         raise ProgramError("dtype float64 needs jax.config.update('jax_enable_x64', True) first")
     program = program.copy()
     lay = build_layout(program)
-    if lay.self_stream is not None and backend == "sparse":
-        raise ProgramError(f"program has a Self neuron ({lay.self_stream!r}); its matrix is dense: use backend='dense'")
+    if lay.self_stream is not None and chosen_backend not in (None, DENSE):
+        raise ProgramError(
+            f"program has a Self neuron ({lay.self_stream!r}); its matrix is dense: use backend='dense', not {chosen_backend.name!r}"
+        )
 
     row_ix = {k: {s: i for i, s in enumerate(r)} for k, r in lay.rows.items()}
     col_ix = {k: {s: j for j, s in enumerate(c)} for k, c in lay.cols.items()}
@@ -72,32 +73,22 @@ def compile(
         e[2].append(link.weight)
         e[3].append(link.trainable)
 
-    chosen: dict[str, str] = {}
+    blocks = {}
     W: dict[str, Any] = {}
     mask: dict[str, Any] = {}
-    tables = {}
-    sparse_edges = {}
     for k in lay.kinds:
-        m, n = len(lay.rows[k]), len(lay.cols[k])
+        shape = (len(lay.rows[k]), len(lay.cols[k]))
         rows, cols = np.asarray(edges[k][0], np.int64), np.asarray(edges[k][1], np.int64)
         vals, train = np.asarray(edges[k][2], np.float64), np.asarray(edges[k][3], bool)
-        sparse = k != "network" and lay.self_stream is None and m * n > 0 and (
-            backend == "sparse"
-            or (backend == "auto" and m * n >= AUTO_MIN_ENTRIES and len(vals) < AUTO_MAX_DENSITY * m * n)
-        )
-        chosen[k] = "sparse" if sparse else "dense"
-        if sparse:
-            tables[k] = ell_tables(rows, cols, m, n)
-            sparse_edges[k] = (rows, cols)
-            W[k] = jnp.asarray(vals, dtype)
-            mask[k] = jnp.asarray(train)
-        else:
-            w = np.zeros((m, n))
-            w[rows, cols] = vals
-            t = np.zeros((m, n), bool)
-            t[rows, cols] = train
-            W[k] = jnp.asarray(w, dtype)
-            mask[k] = jnp.asarray(t)
+        b = DENSE
+        if k != "network" and lay.self_stream is None and shape[0] * shape[1] > 0:
+            if chosen_backend is not None:
+                b = chosen_backend
+            else:
+                b = next((c for c in registered_backends().values() if c.prefers(shape, len(vals))), DENSE)
+        blocks[k] = b.layout(rows, cols, shape)
+        W[k] = jnp.asarray(b.store(blocks[k], vals, 0.0), dtype)
+        mask[k] = jnp.asarray(b.store(blocks[k], train, False))
 
     neuron_params: dict[str, dict[str, Any]] = {}
     neuron_mask: dict[str, dict[str, Any]] = {}
@@ -121,16 +112,14 @@ def compile(
     machine = Machine(
         program,
         lay,
-        chosen,
+        blocks,
         dtype,
         getattr(jax.lax.Precision, precision.upper()),
         {"W": W, "neurons": neuron_params},
         {"W": mask, "neurons": neuron_mask},
-        tables,
-        sparse_edges,
         y0,
     )
-    _check_cycle(machine)
+    machine.check_cycle()
     return machine
 
 
@@ -142,10 +131,3 @@ def _network_value(lay, owner: str, what: str, entries) -> np.ndarray:
         return lay.network.delta(entries)
     except ProgramError as e:
         raise ProgramError(f"{owner}, {what}: {e}") from None
-
-
-def _check_cycle(machine: Machine) -> None:
-    """Trace one cycle abstractly so that a neuron type's mistakes surface now, naming the type."""
-    key = jax.random.key(0) if machine._stochastic else None
-    state = jax.eval_shape(machine.init_state, machine.params)
-    jax.eval_shape(lambda t, p, s: machine._cycle(t, p, s, {}, key), machine._tables, machine.params, State(*state))

@@ -13,8 +13,8 @@ cycle in one jitted `lax.scan` and records the selected streams.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -23,10 +23,12 @@ import numpy as np
 
 from .errors import DMMError, NonFiniteError, ProgramError, UnknownStreamError
 from .kinds import Kind
+from .backends import Block
+from .growth import transfer
 from .layout import Layout
 from .neuron import Context
 from .program import Program
-from .sparse import EllTables, ell_matmul
+from .remat import Auto, Nested, NoRemat, PerCycle, Remat, as_remat
 from .trace import Trace
 
 
@@ -40,9 +42,6 @@ class State(NamedTuple):
     cycle: jax.Array
 
 
-REMAT = ("auto", "none", "step", "nested")
-
-
 def _is_concrete(tree: Any) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
 
@@ -51,37 +50,58 @@ class Machine:
     """A compiled program. Made by `dmm.compile`; see the module docstring for the pytrees it works on.
 
     **Attributes:** `program` (a snapshot of the source `Program`), `layout` (rows, columns, groups),
-    `backend` ({kind: "dense" | "sparse"}), `dtype`, `params` (the program's parameters as JAX arrays),
-    `trainable` (a pytree of booleans shaped like `params`: the program's trainable links and neuron parameters).
+    `blocks` ({kind: `dmm.backends.Block`}: how each W_K is stored), `backend` ({kind: backend name}), `dtype`,
+    `params` (the program's parameters as JAX arrays), `trainable` (a pytree of booleans shaped like `params`: the
+    program's trainable links and neuron parameters).
     """
 
     def __init__(
         self,
         program: Program,
         layout: Layout,
-        backend: Mapping[str, str],
+        blocks: Mapping[str, Block],
         dtype: Any,
         precision: Any,
         params: Params,
         trainable: Params,
-        tables: Mapping[str, EllTables],
-        edges: Mapping[str, tuple[np.ndarray, np.ndarray]],
         y0: Mapping[str, np.ndarray],
     ) -> None:
         self.program = program
         self.layout = layout
-        self.backend = dict(backend)
+        self.blocks = dict(blocks)
+        self.backend = {k: b.backend.name for k, b in self.blocks.items()}
         self.dtype = jnp.dtype(dtype)
         self.precision = precision
         self.params = params
         self.trainable = trainable
-        self._tables = {k: EllTables(*map(jnp.asarray, t)) for k, t in tables.items()}
-        self._edges = dict(edges)
-        self._edge_index: dict[str, dict[tuple[int, int], int]] = {}  # sparse blocks: (row, col) -> edge, on demand
         self._y0 = dict(y0)
-        self._stochastic = [g for g in layout.groups if g.type.stochastic]
+        self._stochastic_groups = [g for g in layout.groups if g.type.stochastic]
         # Index tables are arguments of the jitted function, not constants baked into the compiled program.
-        self._simulate_jit = jax.jit(self._simulate_grouped, static_argnames=("steps", "record", "remat", "check_finite"))
+        self._tables = {k: b.tables for k, b in self.blocks.items() if b.tables is not None}
+        self._jitted: dict[Any, Callable] = {}
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the program has stochastic neurons (runs then need a PRNG `key`)."""
+        return bool(self._stochastic_groups)
+
+    def jitted(self, fn: Callable, **jit_kwargs: Any) -> Callable:
+        """``jax.jit(functools.partial(fn, self), **jit_kwargs)``, made once per machine and `fn` and kept with
+        the machine (so compiled code lives exactly as long as the machine does)."""
+        key = (fn, tuple(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in jit_kwargs.items())))
+        if key not in self._jitted:
+            self._jitted[key] = jax.jit(functools.partial(fn, self), **jit_kwargs)
+        return self._jitted[key]
+
+    def resolve_remat(self, remat: str | Remat) -> Remat:
+        """The `dmm.remat` strategy for `remat` (a strategy or its name); ``"auto"``: nested with a Self neuron,
+        per-cycle checkpoints when a block's backend asks for them, else none."""
+        remat = as_remat(remat)
+        if not isinstance(remat, Auto):
+            return remat
+        if self.layout.self_stream is not None:
+            return Nested()
+        return PerCycle() if any(b.backend.checkpoint_cycles for b in self.blocks.values()) else NoRemat()
 
     # ------------------------------------------------------------------------------------------------ state
     @property
@@ -125,20 +145,19 @@ class Machine:
         return state._replace(outputs={**state.outputs, k: state.outputs[k].at[i].set(value)})
 
     # --------------------------------------------------------------------------------------------- weights
-    def _entry(self, src: str, dst: str) -> tuple[str, Any]:
+    def entry(self, src: str, dst: str) -> tuple[str, Any]:
+        """Where W[dst, src] is stored: ``(kind, position)`` with ``params["W"][kind][position]`` the weight (a
+        dense block's position is (row, column); a sparse block stores only its links and its position is the
+        link's index). An entry the block does not store, or a pair of ports that is not (output, input) of one
+        kind, raises `ProgramError`."""
         s_side, k, j = self.layout.locate(src)
         d_side, k2, i = self.layout.locate(dst)
         if s_side != "out" or d_side != "in" or k != k2:
             raise ProgramError(f"no matrix entry {src!r} -> {dst!r}: needs an output and an input port of one kind")
-        if self.backend[k] == "sparse":
-            if k not in self._edge_index:
-                rows, cols = self._edges[k]
-                self._edge_index[k] = {(int(r), int(c)): e for e, (r, c) in enumerate(zip(rows, cols))}
-            e = self._edge_index[k].get((i, j))
-            if e is None:
-                raise ProgramError(f"{src!r} -> {dst!r} is not a link of the sparse {k!r} block")
-            return k, e
-        return k, (i, j)
+        pos = self.blocks[k].position(i, j)
+        if pos is None:
+            raise ProgramError(f"{src!r} -> {dst!r} is not a link of the {self.backend[k]} {k!r} block")
+        return k, pos
 
     def matrices(self, params: Params | None = None, state: State | None = None) -> dict[str, jax.Array]:
         """The dense blocks {kind: W_K} in force: from Self's output in `state` if the program has Self, else from
@@ -147,17 +166,11 @@ class Machine:
         if self.layout.self_stream is not None and state is not None:
             value = self.read(state, self.layout.self_stream)
             return {k: self.network.block(value, k) for k in self.layout.kinds}
-        out = {}
-        for k, w in params["W"].items():
-            if self.backend[k] == "sparse":
-                rows, cols = self._edges[k]
-                w = jnp.zeros((len(self.layout.rows[k]), len(self.layout.cols[k])), w.dtype).at[rows, cols].set(w)
-            out[k] = w
-        return out
+        return {k: self.blocks[k].backend.dense(jnp.asarray(w), self.blocks[k]) for k, w in params["W"].items()}
 
     def weight(self, src: str, dst: str, params: Params | None = None, state: State | None = None) -> float:
         """W[dst, src] as a float (from Self's output in `state` if given and the program has Self)."""
-        k, pos = self._entry(src, dst)
+        k, pos = self.entry(src, dst)
         if self.layout.self_stream is not None and state is not None:
             return float(self.matrices(params, state)[k][pos])
         params = self.params if params is None else params
@@ -178,7 +191,7 @@ class Machine:
         params = self.params if params is None else params
         where: dict[str, tuple[list[Any], list[float]]] = {}
         for (src, dst), w in entries.items():
-            k, pos = self._entry(src, dst)
+            k, pos = self.entry(src, dst)
             where.setdefault(k, ([], []))
             where[k][0].append(pos)
             where[k][1].append(w)
@@ -205,91 +218,9 @@ class Machine:
         return self.network.delta(entries).astype(self.dtype)
 
     def transfer(self, old: Machine, state: State, params: Params | None = None) -> tuple[Params, State]:
-        """Carry a running machine over to this one (a grown version of its program).
-
-        Streams and weights are matched by name: every output stream of `old` that this machine has keeps its value
-        in `state`, every W entry between ports both machines have keeps its value in `params` (and, with Self, in the
-        running matrix; an old link whose weight became zero stays zero); new streams start at their initial values,
-        new entries at this program's link weights. NETWORK-kind streams are re-laid out entry by entry.
-        Returns this machine's ``(params, state)``.
-        """
-        params = old.params if params is None else params
-        entries = old.weights(params)
-        # a link trained or edited to exactly zero keeps its zero (it is not a missing entry)
-        entries.update({(l.src, l.dst): 0.0 for l in old.program.links if (l.src, l.dst) not in entries})
-        new_params = self.params
-        keep = {e: w for e, w in entries.items() if self._has_entry(*e)}
-        new_params = self.set_weights(keep, new_params) if keep else new_params
-        new_params = {**new_params, "neurons": self._transfer_neuron_params(old, params["neurons"], new_params["neurons"])}
-        new_state = self.init_state(new_params)
-        outs = {k: np.array(v) for k, v in new_state.outputs.items()}
-        for k, cols in old.layout.cols.items():
-            old_y = np.asarray(state.outputs[k])
-            for j, s in enumerate(cols):
-                if s == old.layout.self_stream:
-                    continue
-                try:
-                    side, k2, i = self.layout.locate(s)
-                except UnknownStreamError:
-                    continue
-                if k == "network":  # matrix-valued streams: entries move with their ports
-                    outs[k2][i] = self._carry_network(old, old_y[j], outs[k2][i])
-                    continue
-                if old_y[j].shape != outs[k2][i].shape:
-                    raise ProgramError(f"stream {s!r} changed shape from {old_y[j].shape} to {outs[k2][i].shape}")
-                outs[k2][i] = old_y[j]
-        if self.layout.self_stream is not None:
-            _, k, j = self.layout.locate(self.layout.self_stream)
-            base = self.network.flatten({kk: np.asarray(w) for kk, w in self.matrices(new_params).items()})
-            if old.layout.self_stream is not None:
-                # the running matrix: entries that are nonzero or links of the old program keep their running value
-                # (a link a live edit set to zero stays zero); the other entries take this program's weights
-                running = np.asarray(old.read(state, old.layout.self_stream))
-                keep = running != 0
-                for link in old.program.links:
-                    keep[old.network.index(link.src, link.dst)] = True
-                base = self._carry_network(old, running, base, keep)
-            outs[k][j] = base
-        return new_params, State({k: jnp.asarray(v, self.dtype) for k, v in outs.items()}, jnp.asarray(state.cycle))
-
-    def _carry_network(self, old: Machine, value: Any, base: Any, keep: Any = None) -> np.ndarray:
-        """A NETWORK-kind value of `old` mapped onto this machine's network layout by port names: every entry
-        between ports both machines have takes `value`'s entry (where the boolean value `keep` is true, if given),
-        the others keep `base`'s."""
-        out = np.array(base, dtype=np.float64)
-        value = np.asarray(value)
-        for name, _, n_old, off_old in old.network.blocks:
-            if name not in self.network.rows:
-                continue
-            pairs = []
-            for side in ("rows", "cols"):
-                new_index = {s: i for i, s in enumerate(getattr(self.network, side)[name])}
-                hits = [(i, new_index[s]) for i, s in enumerate(getattr(old.network, side)[name]) if s in new_index]
-                pairs.append(np.asarray(hits, np.int64).reshape(-1, 2))
-            (ro, rn), (co, cn) = pairs[0].T, pairs[1].T
-            n_new, off_new = next((b[2], b[3]) for b in self.network.blocks if b[0] == name)
-            src = (ro[:, None], co[None, :]) if value.ndim == 2 else (off_old + ro[:, None] * n_old + co[None, :],)
-            dst = (rn[:, None], cn[None, :]) if out.ndim == 2 else (off_new + rn[:, None] * n_new + cn[None, :],)
-            out[dst] = value[src] if keep is None else np.where(np.asarray(keep)[src], value[src], out[dst])
-        return out
-
-    def _has_entry(self, src: str, dst: str) -> bool:
-        try:
-            self._entry(src, dst)
-            return True
-        except (ProgramError, UnknownStreamError):
-            return False
-
-    def _transfer_neuron_params(self, old: Machine, old_np: Params, new_np: Params) -> Params:
-        out = {g.id: {p: np.array(v) for p, v in new_np[g.id].items()} for g in self.layout.groups}
-        where_old = {n: (g, i) for g in old.layout.groups for i, n in enumerate(g.members)}
-        for g in self.layout.groups:
-            for i, n in enumerate(g.members):
-                if n in where_old and where_old[n][0].type == g.type:
-                    og, oi = where_old[n]
-                    for p in out[g.id]:
-                        out[g.id][p][i] = np.asarray(old_np[og.id][p])[oi]
-        return {gid: {p: jnp.asarray(v) for p, v in d.items()} for gid, d in out.items()}
+        """Carry a running machine over to this one (a grown version of its program); see `dmm.growth.transfer`.
+        Returns this machine's ``(params, state)``."""
+        return transfer(self, old, state, params)
 
     # --------------------------------------------------------------------------------------------- cycle
     def step(
@@ -304,8 +235,8 @@ class Machine:
         """
         params, state = self._prepare(params, state)
         inputs = {k: jnp.asarray(v, self.dtype) for k, v in (inputs or {}).items()}
-        self._check_inputs(inputs, None)
-        self._check_key(key)
+        self.check_inputs(inputs, None)
+        self.check_key(key)
         return self._cycle(self._tables, params, state, inputs, key)
 
     def _prepare(self, params: Params | None, state: State | None) -> tuple[Params, State]:
@@ -327,13 +258,12 @@ class Machine:
         X = {}
         for k, kind in lay.kinds.items():
             m, n = len(lay.rows[k]), len(lay.cols[k])
-            y = state.outputs[k]
             if m == 0 or n == 0:
                 X[k] = jnp.zeros((m, *kind.shape), self.dtype)
-            elif self.backend[k] == "sparse":
-                X[k] = ell_matmul(W[k], tables[k], y.reshape(n, -1)).reshape(m, *kind.shape)
             else:
-                X[k] = jnp.matmul(W[k], y.reshape(n, -1), precision=self.precision).reshape(m, *kind.shape)
+                y = state.outputs[k].reshape(n, -1)
+                x = self.blocks[k].backend.product(W[k], tables.get(k), y, self.precision)
+                X[k] = x.reshape(m, *kind.shape)
         ckey = None if key is None else jax.random.fold_in(key, cycle)
         parts: dict[str, list[jax.Array]] = {k: [] for k in lay.kinds}
         # the neurons' own matmuls (those that do not set a precision) follow the machine's precision
@@ -384,12 +314,22 @@ class Machine:
                     f"kind {k!r} needs {want[1:]}"
                 )
 
-    def _check_key(self, key: Any) -> None:
-        if key is None and self._stochastic:
-            names = [m for g in self._stochastic for m in g.members][:3]
+    def check_cycle(self) -> None:
+        """Trace one cycle abstractly (`jax.eval_shape`), so that a neuron type's mistakes surface with its name
+        (`dmm.compile` calls it)."""
+        key = jax.random.key(0) if self.stochastic else None
+        state = State(*jax.eval_shape(self.init_state, self.params))
+        jax.eval_shape(lambda t, p, s: self._cycle(t, p, s, {}, key), self._tables, self.params, state)
+
+    def check_key(self, key: Any) -> None:
+        """Raise `ProgramError` when the program has stochastic neurons and `key` is None."""
+        if key is None and self._stochastic_groups:
+            names = [m for g in self._stochastic_groups for m in g.members][:3]
             raise ProgramError(f"neurons {names} are stochastic: pass key=jax.random.key(...)")
 
-    def _check_inputs(self, inputs: Mapping[str, jax.Array], steps: int | None) -> None:
+    def check_inputs(self, inputs: Mapping[str, jax.Array], steps: int | None) -> None:
+        """Check external inputs {output stream: array (steps, *kind.shape)} (or (*kind.shape) for one cycle, when
+        `steps` is None); a wrong stream or shape raises `ProgramError` naming it."""
         for s, v in inputs.items():
             side, k, _ = self.layout.locate(s)
             if side != "out":
@@ -400,7 +340,8 @@ class Machine:
                 raise ProgramError(f"external input {s!r} has shape {tuple(v.shape)}, expected {want}")
 
     # ------------------------------------------------------------------------------------------------ runs
-    def _record_names(self, record: str | Sequence[str] | None) -> tuple[str, ...]:
+    def record_names(self, record: str | Sequence[str] | None) -> tuple[str, ...]:
+        """The stream names a ``record=`` argument selects (see `run`), in order, each once."""
         lay = self.layout
         if record is None:
             sinks = [f"{n}.{p.name}" for g in lay.groups if not g.type.outputs for n in g.members for p in g.type.inputs]
@@ -426,29 +367,28 @@ class Machine:
         *,
         steps: int,
         record: tuple[str, ...],
-        remat: str = "auto",
+        remat: str | Remat = "auto",
         check_finite: bool = False,
+        grouped: bool = False,
     ) -> tuple[State, dict[str, jax.Array], Any]:
-        """The pure function behind `run`: `steps` cycles in one `lax.scan`.
+        """The pure function behind `run`: `steps` cycles in one `lax.scan` (jit it, or call it under a transform).
 
         **Returns:** `(final_state, records, finite)`: records maps each name of `record` to an array
         (steps, *kind.shape); `finite` is None, or (with `check_finite`) a dict {"in:K"/"out:K": bool array
-        (steps, ports)} telling which streams were finite at each cycle.
+        (steps, ports)} telling which streams were finite at each cycle. With ``grouped=True`` the records are
+        grouped by side and kind instead, {"in:K"/"out:K": (steps, ports, *shape)} with the ports in the order of
+        `record` (one output array per group, so that a jitted caller recording many streams does not compile one
+        output per stream: 12 s for 257 streams on CPU); `split_records` names them.
         """
         params, state = self._prepare(params, state)
         return self._simulate(
-            self._tables, params, state, inputs, key, steps=steps, record=record, remat=remat, check_finite=check_finite
+            self._tables, params, state, inputs, key, steps=steps, record=record, remat=self.resolve_remat(remat),
+            check_finite=check_finite, grouped=grouped,
         )
 
-    def _simulate(self, tables, params, state, inputs, key, *, steps, record, remat, check_finite):
-        final, recs, flags = self._simulate_grouped(
-            tables, params, state, inputs, key, steps=steps, record=record, remat=remat, check_finite=check_finite
-        )
-        return final, self._split_records(recs, record), flags
-
-    def _split_records(self, recs: Mapping[str, Any], record: Sequence[str], axis: int = 1) -> dict[str, Any]:
-        """{stream: array} from the grouped records {"in:K"/"out:K": (..., steps, ports, *shape)} of
-        `_simulate_grouped`, in the order of `record`; `axis` is the ports axis (2 with a leading batch axis)."""
+    def split_records(self, recs: Mapping[str, Any], record: Sequence[str], axis: int = 1) -> dict[str, Any]:
+        """{stream: array} from grouped records {"in:K"/"out:K": (..., steps, ports, *shape)} (`simulate` with
+        ``grouped=True``), in the order of `record`; `axis` is the ports axis (2 with a leading batch axis)."""
         cols: dict[str, int] = {}
         out = {}
         for n in record:
@@ -458,24 +398,20 @@ class Machine:
             out[n] = recs[sk][(slice(None),) * axis + (cols[sk],)]
         return out
 
-    def _simulate_grouped(self, tables, params, state, inputs, key, *, steps, record, remat, check_finite):
-        """`_simulate` with the records grouped by side and kind, {"in:K"/"out:K": (steps, ports, *shape)} (ports in
-        the order of `record`): one output array per group, so that recording many streams does not make XLA compile
-        one output per stream (slow: 12 s for 257 streams on CPU); `_split_records` names them."""
+    def _simulate(self, tables, params, state, inputs, key, *, steps, record, remat, check_finite, grouped):
         state = self.init_state(params) if state is None else state
         lay = self.layout
-        sel: dict[str, list[tuple[str, int]]] = {}
+        sel: dict[str, list[int]] = {}
         for n in record:
             side, k, i = lay.locate(n)
-            sel.setdefault(f"{side}:{k}", []).append((n, i))
+            sel.setdefault(f"{side}:{k}", []).append(i)
 
         def body(st, xs):
             new, X = self._cycle(tables, params, st, xs, key)
             out = {}
-            for sk, items in sel.items():
+            for sk, idx in sel.items():
                 side, k = sk.split(":", 1)
-                src = X[k] if side == "in" else new.outputs[k]
-                out[sk] = src[np.asarray([i for _, i in items])]
+                out[sk] = (X[k] if side == "in" else new.outputs[k])[np.asarray(idx)]
             flags = None
             if check_finite:
                 flags = {}
@@ -485,10 +421,8 @@ class Machine:
                     flags[f"out:{k}"] = jnp.all(jnp.isfinite(new.outputs[k]), axis=ax)
             return new, (out, flags)
 
-        if remat == "auto":
-            remat = "nested" if lay.self_stream else ("step" if "sparse" in self.backend.values() else "none")
-        final, (recs, flags) = _scan(body, state, dict(inputs), steps, remat)
-        return final, recs, flags
+        final, (recs, flags) = remat.scan(body, state, dict(inputs), steps)
+        return final, (recs if grouped else self.split_records(recs, record)), flags
 
     def run(
         self,
@@ -499,7 +433,7 @@ class Machine:
         inputs: Mapping[str, Any] | None = None,
         record: str | Sequence[str] | None = None,
         key: jax.Array | None = None,
-        remat: str = "auto",
+        remat: str | Remat = "auto",
         check_finite: bool = False,
     ) -> Trace:
         """Run `steps` cycles as one jitted `lax.scan` and return a `Trace`.
@@ -513,39 +447,42 @@ class Machine:
         - `record`: stream names or neuron names (all their ports) to record; `"all"` for every stream; default:
           every output port plus the input ports of neurons without outputs (sinks).
         - `key`: PRNG key for stochastic neurons (same key, same trace).
-        - `remat`: rematerialisation for gradients: "none", "step" (checkpoint each cycle), "nested" (two-level
-          sqrt(steps) checkpointing, for self-modifying runs) or "auto" (nested with Self, step with sparse blocks,
-          else none). It changes memory and speed of `jax.grad`, never the values.
+        - `remat`: a `dmm.remat` strategy or its name: "none", "step" (checkpoint each cycle), "nested" (two-level
+          sqrt(steps) checkpointing, for self-modifying runs) or "auto" (`resolve_remat`). It changes memory and
+          speed of `jax.grad`, never the values.
         - `check_finite`: raise `NonFiniteError` naming the first cycle and stream that is NaN or Inf (not under
           `jax.jit`/`jax.grad`).
 
         Composes with `jax.grad`, `jax.vmap` and `jax.jit`: under them the trace holds traced arrays; otherwise
         NumPy arrays.
         """
-        if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 0:
-            raise ProgramError(f"steps must be a non-negative int, not {steps!r}")
-        if remat not in REMAT:
-            raise ProgramError(f"remat must be one of {REMAT}, not {remat!r}")
-        names = self._record_names(record)
+        steps = check_steps(steps)
+        remat = self.resolve_remat(remat)
+        names = self.record_names(record)
         params, state = self._prepare(params, state)
         inputs = {k: jnp.asarray(v, self.dtype) for k, v in (inputs or {}).items()}
-        self._check_inputs(inputs, int(steps))
-        self._check_key(key)
-        final, recs, flags = self._simulate_jit(
-            self._tables, params, state, inputs, key, steps=int(steps), record=names, remat=remat, check_finite=check_finite
+        self.check_inputs(inputs, steps)
+        self.check_key(key)
+        run = self.jitted(Machine._simulate, static_argnames=("steps", "record", "remat", "check_finite", "grouped"))
+        final, recs, flags = run(
+            self._tables, params, state, inputs, key, steps=steps, record=names, remat=remat, check_finite=check_finite,
+            grouped=True,
         )
         first = final.cycle - steps
         concrete = _is_concrete((recs, final))
         if concrete:
             recs = {sk: np.asarray(v) for sk, v in recs.items()}
-        records = self._split_records(recs, names)
+        records = self.split_records(recs, names)
         if concrete:
             first = int(first)
-            if check_finite:
-                self._raise_nonfinite(flags, first)
+            error = self.nonfinite_error(flags, first) if check_finite else None
+            if error is not None:
+                raise error
         return Trace(records, {n: self.layout.kind_of(n) for n in names}, first, final)
 
-    def _raise_nonfinite(self, flags: Mapping[str, jax.Array], first: int) -> None:
+    def nonfinite_error(self, flags: Mapping[str, Any], first: int) -> NonFiniteError | None:
+        """The `NonFiniteError` naming the first cycle and stream that the finiteness `flags` of `simulate` (with
+        ``check_finite=True``) mark as NaN/Inf, for a run whose cycles start after `first`; None if all are finite."""
         bad = None
         for sk, f in flags.items():
             f = np.asarray(f)
@@ -557,8 +494,16 @@ class Machine:
                     side, k = sk.split(":", 1)
                     names = self.layout.rows[k] if side == "in" else self.layout.cols[k]
                     bad = (rank, names[int(np.flatnonzero(~f[c])[0])])
-        if bad is not None:
-            raise NonFiniteError(f"stream {bad[1]!r} became non-finite at cycle {first + bad[0][0] + 1}")
+        if bad is None:
+            return None
+        return NonFiniteError(f"stream {bad[1]!r} became non-finite at cycle {first + bad[0][0] + 1}")
+
+
+def check_steps(steps: Any) -> int:
+    """`steps` as a Python int, or `ProgramError` when it is not a non-negative integer."""
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 0:
+        raise ProgramError(f"steps must be a non-negative int, not {steps!r}")
+    return int(steps)
 
 
 def _conform(what: str, tree: Any, like: Any) -> Any:
@@ -582,22 +527,3 @@ def _conform(what: str, tree: Any, like: Any) -> Any:
             )
         out.append(jnp.asarray(x, ref.dtype))
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), out)
-
-
-def _scan(body, state, xs, steps: int, remat: str):
-    """lax.scan with the chosen rematerialisation (see `Machine.run`)."""
-    if remat == "step":
-        body = jax.checkpoint(body)
-    if remat != "nested" or steps < 4:
-        return jax.lax.scan(body, state, xs, length=steps)
-    k = math.isqrt(steps - 1) + 1
-    q, r = divmod(steps, k)
-    head = jax.tree_util.tree_map(lambda a: a[: q * k].reshape(q, k, *a.shape[1:]), xs)
-    tail = jax.tree_util.tree_map(lambda a: a[q * k :], xs)
-    chunk = jax.checkpoint(lambda s, x: jax.lax.scan(body, s, x, length=k))
-    state, out = jax.lax.scan(chunk, state, head, length=q)
-    out = jax.tree_util.tree_map(lambda a: a.reshape(q * k, *a.shape[2:]), out)
-    if r:
-        state, out_tail = jax.lax.scan(body, state, tail, length=r)
-        out = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, out_tail)
-    return state, out

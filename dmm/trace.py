@@ -3,26 +3,20 @@
 ``trace["neuron.port"]`` is an array of shape ``(steps, *kind.shape)`` whose row c - 1 - first_cycle holds cycle c
 (input ports hold X_c, output ports Y_c). Outside JAX transformations the arrays are NumPy arrays; under
 `jax.grad`/`jax.vmap`/`jax.jit` they are traced arrays (a Trace is a pytree). Keyed kinds read back as
-``{label: value}`` dicts (`labeled`). Traces save to ``.npz`` with their metadata as JSON inside, and load without
-pickle.
+``{label: value}`` dicts (`labeled`). `dmm.files.save_trace` and `dmm.files.load_trace` write and read them.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
-from .errors import FileFormatError, UnknownStreamError
-from .files import atomic_write_npz, open_npz
+from .errors import UnknownStreamError
 from .kinds import Kind
 
-
-FORMAT = "dmm-trace"
-VERSION = 1
 
 
 class Recorded:
@@ -105,42 +99,3 @@ class Trace(Recorded):
 
     def __repr__(self) -> str:
         return f"Trace({self.steps} cycles from {self.first_cycle} + 1, streams {self.names[:6]}{'...' if len(self) > 6 else ''})"
-
-    # ----------------------------------------------------------------------------------------------- files
-    def save(self, path: str) -> None:
-        """Write the trace to `path` (.npz) atomically: arrays plus a JSON header (kinds, first cycle)."""
-        meta = {
-            "format": FORMAT,
-            "version": VERSION,
-            "first_cycle": int(self.first_cycle),
-            "streams": [{"name": n, "kind": self.kinds[n].to_json()} for n in self._records],
-        }
-        arrays = {f"s{i}": np.asarray(v) for i, v in enumerate(self._records.values())}
-        atomic_write_npz(path, {"__meta__": np.array(json.dumps(meta)), **arrays})
-
-    @classmethod
-    def load(cls, path: str) -> Trace:
-        """Read a trace written by `save`; a malformed or truncated file raises `FileFormatError` naming it."""
-        with open_npz(path) as z:
-            try:
-                meta = json.loads(str(z["__meta__"]))
-                if meta.get("format") != FORMAT:
-                    raise FileFormatError(f"{path}: not a dmm trace file (format {meta.get('format')!r})")
-                if meta.get("version") != VERSION:
-                    raise FileFormatError(f"{path}: trace format version {meta.get('version')} is not supported")
-                records, kinds = {}, {}
-                for i, s in enumerate(meta["streams"]):
-                    kind = Kind.from_json(s["kind"])
-                    arr = z[f"s{i}"]
-                    if arr.shape[1:] != kind.shape:
-                        raise FileFormatError(f"{path}: stream {s['name']!r} has shape {arr.shape[1:]}, kind says {kind.shape}")
-                    records[s["name"]] = arr
-                    kinds[s["name"]] = kind
-                lengths = {a.shape[0] for a in records.values()}
-                if len(lengths) > 1:
-                    raise FileFormatError(f"{path}: streams have different lengths {sorted(lengths)}")
-                return cls(records, kinds, int(meta["first_cycle"]))
-            except FileFormatError:
-                raise
-            except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
-                raise FileFormatError(f"{path}: malformed trace file ({type(e).__name__}: {e})") from None

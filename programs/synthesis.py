@@ -25,8 +25,8 @@ This is the author's "feedforward-run-3" (`training-and-attention.md` A.2–A.6)
   to ±4 as in the author's engine (`clip=None` turns it off).
 - **The automated run** (`run`, `Schedule`): several seeds trained densely, the best one sparsified in three
   stages with moment-preserving pruning and backtracking, the tolerance set from the dense loss (no manual
-  cutoffs): `dmm.sparsify` by abs(w) at a looser limit, `dmm.sparsify` by least damage at the tolerance, then
-  `dmm.swap_sparsify` (cut one link, regrow another at its Gauss-Newton optimum, cut what became free); then the
+  cutoffs): `dmm.sparsify.sparsify` by abs(w) at a looser limit, `dmm.sparsify.sparsify` by least damage at the tolerance, then
+  `dmm.sparsify.swap_sparsify` (cut one link, regrow another at its Gauss-Newton optimum, cut what became free); then the
   generalization table (`generalization`).
 
 Run it: ``python -m programs.synthesis`` (see `main` for options; `benchmarks/synthesis.py` times it).
@@ -48,6 +48,9 @@ import numpy as np
 import optax
 
 import dmm
+import dmm.files
+import dmm.sparsify
+import dmm.train
 import neurons
 from neurons.vvalue import vkind
 
@@ -145,9 +148,9 @@ def output_loss(machine: dmm.Machine):
 
 def make_trainer(
     machine: dmm.Machine, *, lr: float = 1e-3, l1: float = 1e-3, cycles: int = CYCLES, **options
-) -> dmm.Trainer:
+) -> dmm.train.Trainer:
     """The author's training setup on `machine`: Adam(lr) on the soft links, L1 `l1`, horizon `cycles`."""
-    return dmm.Trainer(machine, output_loss(machine), optax.adam(lr), cycles, record=OUTPUTS, l1=l1, **options)
+    return dmm.train.Trainer(machine, output_loss(machine), optax.adam(lr), cycles, record=OUTPUTS, l1=l1, **options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +161,7 @@ class Schedule:
       steps; the one with the lowest loss is sparsified.
     - `tolerance_factor`, `min_tolerance`: the sparsification tolerance is max(min_tolerance, factor × the chosen
       student's loss), so every accepted cut keeps the loss within that factor of the dense network's.
-    - `coarse`: the first `dmm.sparsify` stage (cut by abs(w), cut size growing ×2 from 16) down to `fine_from`
+    - `coarse`: the first `dmm.sparsify.sparsify` stage (cut by abs(w), cut size growing ×2 from 16) down to `fine_from`
       links, at `coarse_factor` × the tolerance (raising L1 to `l1` alone costs the dense network about as much as
       the tolerance, so a coarse stage held to the tolerance itself rejects even links of |w| ≈ 1e-5);
       `fine`: the second stage, at the tolerance (criterion "loss": the single cut that costs least, among every
@@ -166,11 +169,11 @@ class Schedule:
       budget of both stages together.
     - `polish_steps`: training steps after the fine stage (short recoveries stop on plateaus that longer training
       leaves).
-    - `swap_*`: the last stage, `dmm.swap_sparsify` at the tolerance: up to `swap_rounds` rounds, each trying every
+    - `swap_*`: the last stage, `dmm.sparsify.swap_sparsify` at the tolerance: up to `swap_rounds` rounds, each trying every
       live link cut with its best `swap_regrow` Gauss-Newton regrowths, recovering the `swap_trials` best swaps
       `swap_recover_steps` steps in one vmapped run, then cutting every link that became free and polishing
       `polish_steps` steps; it stops by itself when no swap lowers the loss.
-    - `search_*` (off by default): before the swaps, `dmm.search_sparsify` at the tolerance for `search_rounds`
+    - `search_*` (off by default): before the swaps, `dmm.sparsify.search_sparsify` at the tolerance for `search_rounds`
       rounds of `search_trials` single-link trial cuts, each recovered `search_recover_steps` steps.
     - `l1`: the penalty during sparsification.
     - `ladder`, `ladder_steps`: optionally, after the network within tolerance is found, keep sparsifying it with the
@@ -216,7 +219,7 @@ class Result:
     - `dense`: per seed, the losses of every dense step (NumPy (dense_steps + extra_steps,)).
     - `seed`, `tolerance`: the chosen seed and the sparsification tolerance.
     - `step_seconds`: seconds per training step of the dense 1,486-link network (after compilation).
-    - `stages`: the `dmm.SparsifyReport` of each sparsification stage.
+    - `stages`: the `dmm.sparsify.SparsifyReport` of each sparsification stage.
     - `links`: the final network's soft links {(src, dst): weight}; `loss`: its prereg loss on "test string.".
     - `pareto`: [(tolerance, links, loss)] for the final network and each rung of the ladder.
     - `generalization`: `generalization(...)` rows for the final network.
@@ -227,13 +230,13 @@ class Result:
     seed: int
     tolerance: float
     step_seconds: float
-    stages: list[dmm.SparsifyReport]
+    stages: list[dmm.sparsify.SparsifyReport]
     links: dict
     loss: float
     pareto: list[tuple[float, int, float]]
     generalization: list[dict]
     seconds: dict[str, float]
-    state: dmm.TrainState | None = None
+    state: dmm.train.TrainState | None = None
 
 
 def run(schedule: Schedule = Schedule(), out: str | Path | None = None, *, progress: bool = True) -> Result:
@@ -277,26 +280,26 @@ def run(schedule: Schedule = Schedule(), out: str | Path | None = None, *, progr
     common = {"recover_steps": schedule.recover_steps, "max_recover_steps": schedule.max_recover_steps, "l1": schedule.l1}
     ck = None if out is None else out / "sparse"
     log = None if out is None else out / "cuts.jsonl"
-    coarse = dmm.SparsifyConfig(tolerance=schedule.coarse_factor * tolerance, cut=16, max_cut=256,
+    coarse = dmm.sparsify.SparsifyConfig(tolerance=schedule.coarse_factor * tolerance, cut=16, max_cut=256,
                                 min_links=schedule.fine_from, max_steps=schedule.max_steps, **common)
-    state, rep1 = dmm.sparsify(trainer, state, coarse, data=targets, checkpoint=ck, log=log, progress=progress)
-    fine = dmm.SparsifyConfig(tolerance=tolerance, cut=1, criterion="loss", candidates=64,
+    state, rep1 = dmm.sparsify.sparsify(trainer, state, coarse, data=targets, checkpoint=ck, log=log, progress=progress)
+    fine = dmm.sparsify.SparsifyConfig(tolerance=tolerance, cut=1, criterion="loss", candidates=64,
                               max_steps=max(schedule.max_steps - rep1.steps, 0), **common)
-    state, rep2 = dmm.sparsify(trainer, state, fine, data=targets, checkpoint=ck, log=log, progress=progress)
+    state, rep2 = dmm.sparsify.sparsify(trainer, state, fine, data=targets, checkpoint=ck, log=log, progress=progress)
     if schedule.polish_steps:
         state, _ = trainer.fit(state, schedule.polish_steps, data=targets, progress=False, chunk=schedule.chunk)
     stages = [rep1, rep2]
     if schedule.search_rounds:
-        search = dmm.SearchConfig(tolerance=tolerance, trials=schedule.search_trials,
+        search = dmm.sparsify.SearchConfig(tolerance=tolerance, trials=schedule.search_trials,
                                   recover_steps=schedule.search_recover_steps, cut=1, l1=schedule.l1,
                                   max_steps=schedule.search_rounds * schedule.search_trials * schedule.search_recover_steps)
-        state, rep = dmm.search_sparsify(trainer, state, search, data=targets, checkpoint=ck, log=log, progress=progress)
+        state, rep = dmm.sparsify.search_sparsify(trainer, state, search, data=targets, checkpoint=ck, log=log, progress=progress)
         stages.append(rep)
     if schedule.swap_rounds:
-        swap = dmm.SwapConfig(tolerance=tolerance, regrow=schedule.swap_regrow, trials=schedule.swap_trials,
+        swap = dmm.sparsify.SwapConfig(tolerance=tolerance, regrow=schedule.swap_regrow, trials=schedule.swap_trials,
                               recover_steps=schedule.swap_recover_steps, polish_steps=schedule.polish_steps,
                               max_rounds=schedule.swap_rounds, l1=schedule.l1)
-        state, rep = dmm.swap_sparsify(trainer, state, output_residuals(machine), swap, data=targets, log=log,
+        state, rep = dmm.sparsify.swap_sparsify(trainer, state, output_residuals(machine), swap, data=targets, log=log,
                                        progress=progress)
         stages.append(rep)
     final = stages[-1]
@@ -306,7 +309,7 @@ def run(schedule: Schedule = Schedule(), out: str | Path | None = None, *, progr
     looser = state
     for factor in schedule.ladder:
         rung = dataclasses.replace(fine, tolerance=factor * tolerance, max_steps=schedule.ladder_steps)
-        looser, rep = dmm.sparsify(trainer, looser, rung, data=targets, log=log, progress=progress)
+        looser, rep = dmm.sparsify.sparsify(trainer, looser, rung, data=targets, log=log, progress=progress)
         pareto.append((rung.tolerance, rep.links, rep.loss))
         stages.append(rep)
     seconds["ladder"] = time.perf_counter() - t0
@@ -314,7 +317,7 @@ def run(schedule: Schedule = Schedule(), out: str | Path | None = None, *, progr
     # 3. the final network and how it generalizes
     t0 = time.perf_counter()
     loss = float(trainer.evaluate(state, data=targets).loss)
-    links = dmm.live_links(state, machine)
+    links = dmm.sparsify.live_links(state, machine)
     table = generalization(state.params)
     seconds["generalization"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_all
@@ -327,7 +330,7 @@ def run(schedule: Schedule = Schedule(), out: str | Path | None = None, *, progr
         for l in final.links:
             if l.trainable and (l.src, l.dst) not in links:
                 final.set_weight(l.src, l.dst, 0.0)
-        dmm.save_program(final, out / "final")
+        dmm.files.save_program(final, out / "final")
         summary = {"seed": seed, "tolerance": tolerance, "loss": loss, "links": [[s, d, w] for (s, d), w in links.items()],
                    "pareto": pareto,
                    "step_seconds": result.step_seconds, "generalization": table, "seconds": seconds,

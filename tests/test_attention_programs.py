@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import dmm
+import dmm.files
 import programs
 from attention import recall_task
 from attention.tasks import base26
@@ -57,5 +58,5 @@ def test_attention_programs_round_trip_through_files(tmp_path):
     """Program files store the attention types by name and configuration (mechanism options, row names)."""
     for i, p in enumerate([programs.associative_recall(mechanism="race", options={"cycles": 16}),
                            programs.associative_recall(memory="delta"), programs.attention_rewiring()]):
-        dmm.save_program(p, tmp_path / f"p{i}.json")
-        assert dmm.load_program(tmp_path / f"p{i}.json") == p
+        dmm.files.save_program(p, tmp_path / f"p{i}.json")
+        assert dmm.files.load_program(tmp_path / f"p{i}.json") == p

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import dmm
+import dmm.files
 import neurons
 import programs
 
@@ -127,8 +128,8 @@ def test_gradient_through_a_batch_sums_the_instances():
 def test_a_batch_instance_saves_and_loads_as_a_trace(tmp_path):
     m = dmm.compile(leaky_counter())
     batch = dmm.run_batch(m, 5, params=dmm.stack_trees([m.params, m.set_weights({("acc.out", "acc.accum"): 0.5})]))
-    batch.instance(1).save(tmp_path / "b1.npz")
-    back = dmm.load_trace(str(tmp_path / "b1.npz"))
+    dmm.files.save_trace(batch.instance(1), tmp_path / "b1.npz")
+    back = dmm.files.load_trace(str(tmp_path / "b1.npz"))
     np.testing.assert_array_equal(back["acc.out"], batch["acc.out"][1])
     assert repr(batch).startswith("BatchTrace(2 instances x 5 cycles")
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import dmm
+import dmm.files
 import neurons
 import programs
 from dmm import cli
@@ -58,7 +59,7 @@ def test_run_a_registered_program_with_args(capsys):
     rc, out, err = dmm_cmd(capsys, "run", "duplicate_detector", "--arg", "text=ab,ca.", "--arg", "every=5", "--steps", "40")
     assert rc == 0 and err == "", err  # no chatter on stderr when it is not a terminal
     assert "recorded 11 streams -> trace.npz" in out
-    saved = dmm.load_trace("trace.npz")
+    saved = dmm.files.load_trace("trace.npz")
     direct = dmm.compile(programs.duplicate_detector(text="ab,ca.", every=5)).run(40)
     assert saved.names == direct.names
     for s in direct.names:
@@ -86,12 +87,12 @@ def test_run_converts_args_to_the_declared_types():
 
 
 def test_run_a_program_file_with_inputs_and_a_selection(capsys):
-    dmm.save_program(counter_program(), "counter")
+    dmm.files.save_program(counter_program(), "counter")
     xs = np.arange(12, dtype=np.float32) % 3
     np.save("xs.npy", xs)
     rc, out, err = dmm_cmd(capsys, "run", "counter.json", "--input", "src.out=xs.npy", "--record", "cnt", "--out", "c.npz")
     assert rc == 0
-    tr = dmm.load_trace("c.npz")
+    tr = dmm.files.load_trace("c.npz")
     assert tr.names == ["cnt.accum", "cnt.delta", "cnt.out"] and tr.steps == 12  # steps from the input's length
     direct = dmm.compile(counter_program()).run(12, inputs={"src.out": xs}, record="all")
     for s in tr.names:
@@ -103,10 +104,10 @@ def test_run_a_program_file_with_inputs_and_a_selection(capsys):
 def test_run_saves_the_program_it_built(capsys):
     rc, out, _ = dmm_cmd(capsys, "run", "duplicate_detector", "--steps", "3", "--save-program", "det", "-q")
     assert rc == 0 and "saved the program as det.json" in out
-    assert dmm.load_program("det.json") == programs.duplicate_detector()
+    assert dmm.files.load_program("det.json") == programs.duplicate_detector()
     rc, _, _ = dmm_cmd(capsys, "run", "det", "--steps", "3", "--out", "again.npz", "-q")  # a stem names the file
     assert rc == 0
-    np.testing.assert_array_equal(dmm.load_trace("again.npz")["timer.out"], [1, 2, 3])
+    np.testing.assert_array_equal(dmm.files.load_trace("again.npz")["timer.out"], [1, 2, 3])
 
 
 def test_long_runs_go_in_chunks_with_progress_and_the_same_trace(monkeypatch, capsys):
@@ -222,7 +223,7 @@ def test_demo_explains_and_draws(capsys):
 def test_every_registered_program_runs_shows_and_plots(capsys, name):
     rc, out, err = dmm_cmd(capsys, "run", name, "--steps", "6", "--out", f"{name}.npz", "-q")
     assert rc == 0, err
-    trace = dmm.load_trace(f"{name}.npz")
+    trace = dmm.files.load_trace(f"{name}.npz")
     assert trace.steps == 6 and len(trace) > 0
     rc, out, err = dmm_cmd(capsys, "show", f"{name}.npz", "--limit", "3")
     assert rc == 0, err
@@ -252,7 +253,7 @@ def test_run_mistakes(capsys):
     fails(capsys, "run", "duplicate_detector", "--arg", "every=abc", match="--arg every=abc: expected an integer")
     fails(capsys, "run", "duplicate_detector", "--arg", "every=0", match="every >= 1")  # the program's own check
     fails(capsys, "run", "duplicate_detector", "--record", "timer.nope", match="timer.nope")
-    dmm.save_program(counter_program(), "counter")
+    dmm.files.save_program(counter_program(), "counter")
     fails(capsys, "run", "counter.json", "--arg", "x=1", match="a program file has none")
     fails(capsys, "run", "counter.json", "--input", "src.out=none.npy", match="no such file none.npy")
     fails(capsys, "run", "counter.json", "--input", "src.out", match="expected STREAM=FILE.npy")

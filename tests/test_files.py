@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import dmm
+import dmm.files
 import neurons
 import programs
 
@@ -42,9 +43,9 @@ def rich_program() -> dmm.Program:
 
 def test_round_trip_is_exact(tmp_path):
     p = rich_program()
-    jpath, npath = dmm.save_program(p, tmp_path / "prog")
+    jpath, npath = dmm.files.save_program(p, tmp_path / "prog")
     assert jpath.name == "prog.json" and npath.name == "prog.npz"
-    q = dmm.load_program(tmp_path / "prog.json")
+    q = dmm.files.load_program(tmp_path / "prog.json")
     assert q == p
     a, b = dmm.compile(p).run(12, record="all"), dmm.compile(q).run(12, record="all")
     for s in a:
@@ -53,12 +54,12 @@ def test_round_trip_is_exact(tmp_path):
 
 def test_round_trip_of_canonical_program(tmp_path):
     p = programs.duplicate_detector()
-    dmm.save_program(p, tmp_path / "det.npz")  # either file name, or the stem, names the pair
-    assert dmm.load_program(tmp_path / "det") == p
+    dmm.files.save_program(p, tmp_path / "det.npz")  # either file name, or the stem, names the pair
+    assert dmm.files.load_program(tmp_path / "det") == p
 
 
 def test_files_are_plain_json_and_npz(tmp_path):
-    dmm.save_program(rich_program(), tmp_path / "p")
+    dmm.files.save_program(rich_program(), tmp_path / "p")
     meta = json.loads((tmp_path / "p.json").read_text())
     assert meta["format"] == "dmm-program" and meta["neurons"][0]["type"] == "self"
     with np.load(tmp_path / "p.npz", allow_pickle=False) as z:
@@ -66,7 +67,7 @@ def test_files_are_plain_json_and_npz(tmp_path):
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
-    dmm.save_program(programs.duplicate_detector(), tmp_path / "p")
+    dmm.files.save_program(programs.duplicate_detector(), tmp_path / "p")
     before = (tmp_path / "p.json").read_bytes(), (tmp_path / "p.npz").read_bytes()
 
     def boom(*a, **k):
@@ -74,14 +75,14 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        dmm.save_program(rich_program(), tmp_path / "p")
+        dmm.files.save_program(rich_program(), tmp_path / "p")
     monkeypatch.undo()
     assert ((tmp_path / "p.json").read_bytes(), (tmp_path / "p.npz").read_bytes()) == before
     assert sorted(f.name for f in tmp_path.iterdir()) == ["p.json", "p.npz"]  # no temporary files left behind
 
 
 def corrupt(tmp_path, edit):
-    dmm.save_program(rich_program(), tmp_path / "p")
+    dmm.files.save_program(rich_program(), tmp_path / "p")
     meta = json.loads((tmp_path / "p.json").read_text())
     edit(meta)
     (tmp_path / "p.json").write_text(json.dumps(meta))
@@ -105,32 +106,32 @@ def corrupt(tmp_path, edit):
 def test_malformed_files(tmp_path, edit, message):
     path = corrupt(tmp_path, edit)
     with pytest.raises(dmm.FileFormatError, match=message):
-        dmm.load_program(path)
+        dmm.files.load_program(path)
 
 
 def test_truncated_and_missing_files(tmp_path):
-    dmm.save_program(rich_program(), tmp_path / "p")
+    dmm.files.save_program(rich_program(), tmp_path / "p")
     text = (tmp_path / "p.json").read_text()
     (tmp_path / "p.json").write_text(text[: len(text) // 2])
     with pytest.raises(dmm.FileFormatError, match="p.json: not valid JSON"):
-        dmm.load_program(tmp_path / "p")
+        dmm.files.load_program(tmp_path / "p")
     (tmp_path / "p.json").write_text(text)
     data = (tmp_path / "p.npz").read_bytes()
     (tmp_path / "p.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(dmm.FileFormatError, match="p.npz: does not match"):
-        dmm.load_program(tmp_path / "p")
+        dmm.files.load_program(tmp_path / "p")
     os.unlink(tmp_path / "p.npz")
     with pytest.raises(dmm.FileFormatError, match="p.npz: missing"):
-        dmm.load_program(tmp_path / "p")
+        dmm.files.load_program(tmp_path / "p")
     with pytest.raises(dmm.FileFormatError, match="nothing.json: no such file"):
-        dmm.load_program(tmp_path / "nothing")
+        dmm.files.load_program(tmp_path / "nothing")
 
 
 def test_pickled_arrays_are_refused(tmp_path):
     import hashlib
     import io
 
-    dmm.save_program(programs.duplicate_detector(), tmp_path / "p")
+    dmm.files.save_program(programs.duplicate_detector(), tmp_path / "p")
     with np.load(tmp_path / "p.npz") as z:
         arrays = dict(z)
     arrays["weights"] = np.array([object()] * 11, dtype=object)
@@ -141,7 +142,7 @@ def test_pickled_arrays_are_refused(tmp_path):
     meta["npz_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
     (tmp_path / "p.json").write_text(json.dumps(meta))
     with pytest.raises(dmm.FileFormatError, match="pickle"):
-        dmm.load_program(tmp_path / "p")
+        dmm.files.load_program(tmp_path / "p")
 
 
 def test_failed_load_leaves_callers_objects_untouched(tmp_path):
@@ -149,5 +150,5 @@ def test_failed_load_leaves_callers_objects_untouched(tmp_path):
     snapshot = p.copy()
     path = corrupt(tmp_path, lambda m: m["links"].append(["t.out", "nobody.in", True]))
     with pytest.raises(dmm.FileFormatError):
-        p = dmm.load_program(path)
+        p = dmm.files.load_program(path)
     assert p == snapshot

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import dmm
+import dmm.files
 import neurons
 import programs
 from reference import run_reference
@@ -83,7 +84,7 @@ def test_dense_and_sparse_agree_on_values_and_gradients(x64):
     )
     gd = jax.grad(loss_fn(md, xs))(md.params)["W"]["vec"]
     gs = jax.grad(loss_fn(ms, xs))(ms.params)["W"]["vec"]
-    rows, cols = ms._edges["vec"]
+    rows, cols = ms.blocks["vec"].entries
     np.testing.assert_allclose(gs, gd[rows, cols], rtol=1e-10, atol=1e-12)
 
 
@@ -294,20 +295,20 @@ def test_weight_helpers():
 def test_trace_files(tmp_path):
     t = dmm.compile(programs.duplicate_detector()).run(40)
     path = tmp_path / "t.npz"
-    t.save(path)
-    u = dmm.load_trace(path)
+    dmm.files.save_trace(t, path)
+    u = dmm.files.load_trace(path)
     assert u.names == t.names and u.first_cycle == 0 and u.kinds == t.kinds
     for s in t:
         np.testing.assert_array_equal(u[s], t[s])
     assert u.labeled("accum.out") == t.labeled("accum.out")
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(dmm.FileFormatError, match="t.npz"):
-        dmm.load_trace(path)
+        dmm.files.load_trace(path)
     with pytest.raises(dmm.FileFormatError, match="no such file"):
-        dmm.load_trace(tmp_path / "none.npz")
+        dmm.files.load_trace(tmp_path / "none.npz")
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(dmm.FileFormatError, match="other.npz"):
-        dmm.load_trace(tmp_path / "other.npz")
+        dmm.files.load_trace(tmp_path / "other.npz")
 
 
 def test_compile_is_a_snapshot():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import dmm
+import dmm.files
 import neurons
 from dmm import vvalues as vv
 
@@ -118,8 +119,8 @@ def test_component_parameters_are_prefixed_and_trainable():
 
 def test_file_roundtrip(tmp_path):
     p, _ = mixed({"accum": 0.7, "max": 0.3})
-    dmm.save_program(p, tmp_path / "sf")
-    q = dmm.load_program(tmp_path / "sf")
+    dmm.files.save_program(p, tmp_path / "sf")
+    q = dmm.files.load_program(tmp_path / "sf")
     assert q == p
     np.testing.assert_array_equal(dmm.compile(q).run(5)["n.out"], dmm.compile(p).run(5)["n.out"])
 

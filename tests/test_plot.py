@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import dmm
+import dmm.plot
 from dmm import plot
 
 
@@ -91,7 +92,7 @@ def test_plot_trace_draws_every_panel(tmp_path):
     import matplotlib.image
 
     tr = sample_trace()
-    fig = dmm.plot_trace(tr, tmp_path / "f.png", title="sample")
+    fig = dmm.plot.plot_trace(tr, tmp_path / "f.png", title="sample")
     assert fig._suptitle.get_text() == "sample"
     titles = [ax.get_title(loc="left") for ax in fig.axes]
     for s in ("r.out", "k.out", "s.out"):
@@ -110,7 +111,7 @@ def test_missing_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"pip install 'dmm\[plot\]'"):
-        dmm.plot_trace(sample_trace())
+        dmm.plot.plot_trace(sample_trace())
 
 
 def test_non_finite_values_are_drawn_as_gaps(tmp_path):
@@ -120,4 +121,4 @@ def test_non_finite_values_are_drawn_as_gaps(tmp_path):
     keyed[:, 0] = v
     tr = dmm.Trace({"r.out": v, "k.out": keyed}, {"r.out": dmm.NUMBER, "k.out": KEYED}, 0)
     pytest.importorskip("matplotlib")
-    dmm.plot_trace(tr, tmp_path / "nan_mpl.png")
+    dmm.plot.plot_trace(tr, tmp_path / "nan_mpl.png")

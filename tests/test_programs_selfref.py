@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import dmm
+import dmm.files
 import programs
 from dmm import vvalues as vv
 from programs.selfref import FLUID_INPUTS, FLUID_OUTPUTS, fluid_entry
@@ -219,8 +220,8 @@ def test_programs_are_registered():
 @pytest.mark.parametrize("name", ["lightweight_wave", "matrix_wave", "async_counter", "live_edit_counter"])
 def test_programs_roundtrip_through_files(tmp_path, name):
     p = programs.registry()[name]()
-    dmm.save_program(p, tmp_path / name)
-    q = dmm.load_program(tmp_path / name)
+    dmm.files.save_program(p, tmp_path / name)
+    q = dmm.files.load_program(tmp_path / name)
     assert q == p
     a = dmm.compile(p).run(7, record="all")
     b = dmm.compile(q).run(7, record="all")

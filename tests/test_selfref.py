@@ -50,7 +50,7 @@ def test_gradient_with_respect_to_initial_matrix_and_updates(x64):
 
     grad = jax.grad(loss)(m.params)
     for src, dst in [("cnt.out", "cnt.accum"), ("ticker.out", "cnt.delta"), ("updater.out", "self.delta")]:
-        k, pos = m._entry(src, dst)
+        k, pos = m.entry(src, dst)
 
         def f(w, k=k, pos=pos):
             return float(loss({**m.params, "W": {**m.params["W"], k: m.params["W"][k].at[pos].set(w)}}))

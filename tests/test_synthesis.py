@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import dmm
+import dmm.files
 import neurons
 from programs import synthesis
 from programs.detector import duplicate_detector
@@ -123,7 +124,7 @@ def test_the_synthesis_command_runs_end_to_end(tmp_path, capsys):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["seed"] == r.seed and len(summary["links"]) == len(r.links) < 1486
     # the saved final program holds exactly the surviving soft links and reproduces the final loss
-    final = dmm.load_program(tmp_path / "final")
+    final = dmm.files.load_program(tmp_path / "final")
     assert {(l.src, l.dst) for l in final.links if l.trainable and l.weight != 0} == set(r.links)
     m = dmm.compile(final)
     loss = synthesis.make_trainer(m).evaluate(synthesis.make_trainer(m).init(), data=jnp.asarray(synthesis.teacher_targets()))

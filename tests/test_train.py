@@ -13,6 +13,7 @@ import optax
 import pytest
 
 import dmm
+import dmm.train
 import neurons
 
 V = neurons.vkind("ab.")
@@ -58,7 +59,7 @@ def test_gradient_matches_float64_central_differences(x64):
     m = dmm.compile(small_network(), dtype=jnp.float64)
     target = jnp.asarray(np.random.default_rng(1).uniform(0, 2, (12, 2)))
     # SGD with learning rate 1: the update is exactly minus the (masked) gradient of loss + penalties.
-    tr = dmm.Trainer(m, sink_loss(m, target), optax.sgd(1.0), 12, record=["out.y", "out.z"], l1=0.03, l2=0.02, guard=False)
+    tr = dmm.train.Trainer(m, sink_loss(m, target), optax.sgd(1.0), 12, record=["out.y", "out.z"], l1=0.03, l2=0.02, guard=False)
     st = tr.init()
     new, metrics = tr.update(st)
     grad = -(np.asarray(new.params["W"]["v"]) - np.asarray(st.params["W"]["v"]))
@@ -91,7 +92,7 @@ def test_penalties_and_mask_of_neuron_parameters():
     p.link("one.out", "lin.in", 2.0)
     p.link("lin.out", "out.y", 1.0, trainable=False)
     m = dmm.compile(p)
-    tr = dmm.Trainer(m, lambda t, d: jnp.sum(t["out.y"] ** 2), optax.sgd(0.1), 3, l1=0.5, l2=0.25)
+    tr = dmm.train.Trainer(m, lambda t, d: jnp.sum(t["out.y"] ** 2), optax.sgd(0.1), 3, l1=0.5, l2=0.25)
     st = tr.init()
     me = tr.evaluate(st)
     # trainable: the link (2.0) and the linear neuron's matrix (0.5) and bias (0.25); the hard link is not penalised
@@ -124,8 +125,8 @@ def counter():
 def test_clip_norm_limits_the_update():
     m = counter()
     loss = lambda t, d: jnp.sum(t["out.y"] ** 2)
-    free = dmm.Trainer(m, loss, optax.sgd(1.0), 5)
-    clipped = dmm.Trainer(m, loss, optax.sgd(1.0), 5, clip_norm=0.5)
+    free = dmm.train.Trainer(m, loss, optax.sgd(1.0), 5)
+    clipped = dmm.train.Trainer(m, loss, optax.sgd(1.0), 5, clip_norm=0.5)
     st = free.init()
     n1, me = free.update(st)
     n2, _ = clipped.update(st)
@@ -140,16 +141,16 @@ def test_curriculum_sets_the_horizon():
     m = counter()
     seen = []
     # out.y at cycle c is c - 2 (counts from cycle 2, one more link): loss = Σ_{c ≤ h} (c - 2)+
-    tr = dmm.Trainer(m, lambda t, d: jnp.sum(t["out.y"]), optax.sgd(0.0), 10, record=["out.y"], curriculum=((0, 3), (2, 6), (3, 10)))
+    tr = dmm.train.Trainer(m, lambda t, d: jnp.sum(t["out.y"]), optax.sgd(0.0), 10, record=["out.y"], curriculum=((0, 3), (2, 6), (3, 10)))
     st = tr.init()
     for _ in range(4):
         st, me = tr.update(st)
         seen.append(float(me.loss))
     assert seen == [sum(max(c - 2, 0) for c in range(1, h + 1)) for h in (3, 3, 6, 10)]
     with pytest.raises(dmm.ProgramError, match="curriculum"):
-        dmm.Trainer(m, lambda t, d: 0.0, optax.sgd(0.0), 10, curriculum=((1, 3),))
+        dmm.train.Trainer(m, lambda t, d: 0.0, optax.sgd(0.0), 10, curriculum=((1, 3),))
     with pytest.raises(dmm.ProgramError, match="outside"):
-        dmm.Trainer(m, lambda t, d: 0.0, optax.sgd(0.0), 10, curriculum=((0, 11),))
+        dmm.train.Trainer(m, lambda t, d: 0.0, optax.sgd(0.0), 10, curriculum=((0, 11),))
 
 
 def test_batched_inputs_average_the_per_sequence_gradients():
@@ -164,8 +165,8 @@ def test_batched_inputs_average_the_per_sequence_gradients():
     xs = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
     ts = np.random.default_rng(1).normal(size=(3, 6)).astype(np.float32)
     loss = lambda t, d: jnp.sum((t["out.y"] - d) ** 2)
-    batched = dmm.Trainer(m, loss, optax.sgd(1.0), 6, record=["out.y"], batched=True)
-    single = dmm.Trainer(m, loss, optax.sgd(1.0), 6, record=["out.y"])
+    batched = dmm.train.Trainer(m, loss, optax.sgd(1.0), 6, record=["out.y"], batched=True)
+    single = dmm.train.Trainer(m, loss, optax.sgd(1.0), 6, record=["out.y"])
     st = single.init()
     nb, mb = batched.update(st, {"x.out": xs}, ts)
     deltas, losses = [], []
@@ -193,7 +194,7 @@ def test_training_is_deterministic_given_the_key():
     p.link("one.out", "noisy.in", 0.3)
     p.link("noisy.out", "out.y", 0.8)
     m = dmm.compile(p)
-    tr = dmm.Trainer(m, lambda t, d: jnp.sum(t["out.y"] ** 2), optax.adam(1e-2), 8)
+    tr = dmm.train.Trainer(m, lambda t, d: jnp.sum(t["out.y"] ** 2), optax.adam(1e-2), 8)
 
     def run(key):
         st = tr.init(key=key)
@@ -229,7 +230,7 @@ def test_nan_guard_names_the_first_cycle_and_stream():
                 first = c
                 break
     assert first is not None
-    tr = dmm.Trainer(m, lambda t, d: jnp.sum(t["out.y"]), optax.sgd(1e-3), 12)
+    tr = dmm.train.Trainer(m, lambda t, d: jnp.sum(t["out.y"]), optax.sgd(1e-3), 12)
     st = tr.init()
     with pytest.raises(dmm.NonFiniteError, match=f"training step 1: stream 'acc.accum' became non-finite at cycle {first}"):
         tr.update(st)
@@ -238,14 +239,14 @@ def test_nan_guard_names_the_first_cycle_and_stream():
     with pytest.raises(dmm.NonFiniteError, match=f"evaluation at step 0: stream 'acc.accum' .* cycle {first}"):
         tr.evaluate(st)
     # below the overflow horizon everything is finite and training proceeds
-    ok = dmm.Trainer(m, lambda t, d: jnp.sum(t["out.y"]), optax.sgd(1e-40), first - 1)
+    ok = dmm.train.Trainer(m, lambda t, d: jnp.sum(t["out.y"]), optax.sgd(1e-40), first - 1)
     ok.update(ok.init())
 
 
 def test_nan_guard_keeps_the_last_finite_state():
     # the loss rewards growth, so SGD raises the self-loop weight until the 12-cycle episode overflows a few steps in
     m = blow_up(1.5)
-    tr = dmm.Trainer(m, lambda t, d: -jnp.sum(t["out.y"]), optax.sgd(1e-2), 12)
+    tr = dmm.train.Trainer(m, lambda t, d: -jnp.sum(t["out.y"]), optax.sgd(1e-2), 12)
     good = tr.init()
     for _ in range(50):  # step by step: the last state whose update succeeded
         try:
@@ -266,7 +267,7 @@ def test_nan_guard_keeps_the_last_finite_state():
 
 def test_progress_bar_and_metrics_log(tmp_path):
     m = counter()
-    tr = dmm.Trainer(m, lambda t, d: jnp.sum((t["out.y"] - 1.0) ** 2), optax.adam(1e-2), 5)
+    tr = dmm.train.Trainer(m, lambda t, d: jnp.sum((t["out.y"] - 1.0) ** 2), optax.adam(1e-2), 5)
     out = io.StringIO()
     log = tmp_path / "metrics.jsonl"
     st, hist = tr.fit(tr.init(), 20, progress=True, stream=out, log=log)
@@ -300,8 +301,8 @@ def test_training_through_self_matches_ordinary_training():
     m = self_program()
     target = jnp.linspace(0.0, 1.0, 10)
     loss = lambda t, d: jnp.sum((t["out.y"] - target) ** 2)
-    ordinary = dmm.Trainer(m, loss, optax.adam(3e-2), 10, record=["out.y"], l1=1e-3)
-    through = dmm.Trainer(m, loss, optax.adam(3e-2), 10, record=["out.y"], l1=1e-3, through_self="upd.out")
+    ordinary = dmm.train.Trainer(m, loss, optax.adam(3e-2), 10, record=["out.y"], l1=1e-3)
+    through = dmm.train.Trainer(m, loss, optax.adam(3e-2), 10, record=["out.y"], l1=1e-3, through_self="upd.out")
     a, b = ordinary.init(), through.init()
     for _ in range(6):
         a, ma = ordinary.update(a)
@@ -318,7 +319,7 @@ def test_training_through_self_matches_ordinary_training():
 def test_training_through_self_continuing_machine_learns_while_it_runs():
     m = self_program()
     loss = lambda t, d: jnp.sum((t["out.y"] - 0.5) ** 2)
-    tr = dmm.Trainer(m, loss, optax.sgd(0.05), 5, record=["out.y"], through_self="upd.out", episodes="continue")
+    tr = dmm.train.Trainer(m, loss, optax.sgd(0.05), 5, record=["out.y"], through_self="upd.out", episodes="continue")
     st = tr.init()
     # independent expectation for one step: gradient of the episode loss from the running state w.r.t. its matrix
     W = m.matrices(state=st.run)
@@ -341,14 +342,14 @@ def test_bad_configurations_are_rejected():
     m = counter()
     loss = lambda t, d: 0.0
     with pytest.raises(dmm.ProgramError, match="horizon"):
-        dmm.Trainer(m, loss, optax.sgd(0.1), 0)
+        dmm.train.Trainer(m, loss, optax.sgd(0.1), 0)
     with pytest.raises(dmm.ProgramError, match="Self"):
-        dmm.Trainer(m, loss, optax.sgd(0.1), 3, through_self="one.out")
+        dmm.train.Trainer(m, loss, optax.sgd(0.1), 3, through_self="one.out")
     with pytest.raises(dmm.ProgramError, match="continue"):
-        dmm.Trainer(m, loss, optax.sgd(0.1), 3, episodes="continue")
+        dmm.train.Trainer(m, loss, optax.sgd(0.1), 3, episodes="continue")
     with pytest.raises(dmm.UnknownStreamError):
-        dmm.Trainer(m, loss, optax.sgd(0.1), 3, record=["nope.out"])
-    tr = dmm.Trainer(m, lambda t, d: t["out.y"], optax.sgd(0.1), 3)
+        dmm.train.Trainer(m, loss, optax.sgd(0.1), 3, record=["nope.out"])
+    tr = dmm.train.Trainer(m, lambda t, d: t["out.y"], optax.sgd(0.1), 3)
     with pytest.raises(dmm.ProgramError, match="scalar"):
         tr.update(tr.init())
 
@@ -356,14 +357,14 @@ def test_bad_configurations_are_rejected():
 def test_chunked_fit_equals_step_by_step():
     m = counter()
     loss = lambda t, d: jnp.sum((t["out.y"] - 1.0) ** 2)
-    tr = dmm.Trainer(m, loss, optax.adam(1e-2), 6, curriculum=((0, 3), (5, 6)))
+    tr = dmm.train.Trainer(m, loss, optax.adam(1e-2), 6, curriculum=((0, 3), (5, 6)))
     a, ha = tr.fit(tr.init(), 11, progress=False)
     b, hb = tr.fit(tr.init(), 11, chunk=4, progress=False)  # chunks stop at the horizon change (step 5)
     for f in ha:
         assert np.array_equal(ha[f], hb[f]), f
     assert np.array_equal(np.asarray(a.params["W"]["number"]), np.asarray(b.params["W"]["number"]))
     # the guard still names the failing step when it trips inside a chunk
-    bad = dmm.Trainer(blow_up(), lambda t, d: jnp.sum(t["out.y"]), optax.sgd(1e-3), 12)
+    bad = dmm.train.Trainer(blow_up(), lambda t, d: jnp.sum(t["out.y"]), optax.sgd(1e-3), 12)
     with pytest.raises(dmm.NonFiniteError, match="training step 1: stream 'acc.accum'"):
         bad.fit(bad.init(), 8, chunk=4, progress=False)
 
@@ -372,7 +373,7 @@ def test_loss_on_the_final_state():
     m = counter()
     # the counter's final value after h cycles is h - 1 (it starts counting at cycle 2): loss = (cnt_h - 3)²
     loss = lambda t, d: (m.read(t.state, "cnt.out") - 3.0) ** 2
-    tr = dmm.Trainer(m, loss, optax.sgd(0.01), 6, record=[])
+    tr = dmm.train.Trainer(m, loss, optax.sgd(0.01), 6, record=[])
     st = tr.init()
     assert float(tr.evaluate(st).loss) == pytest.approx((5 - 3.0) ** 2)
     # d loss / d w(one -> cnt.delta) = 2·(cnt_6 - 3)·5 (five increments of w), SGD moves w by -0.01 of it

@@ -11,6 +11,8 @@ import optax
 import pytest
 
 import dmm
+import dmm.files
+import dmm.train
 import neurons
 
 
@@ -32,7 +34,7 @@ def machine():
 def trainer(m):
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(optax.exponential_decay(3e-2, 5, 0.5)))
     loss = lambda t, d: jnp.sum((t["out.y"] - d[: t.steps]) ** 2)
-    return dmm.Trainer(m, loss, opt, 8, record=["out.y"], l1=1e-3,
+    return dmm.train.Trainer(m, loss, opt, 8, record=["out.y"], l1=1e-3,
                        curriculum=((0, 4), (3, 8)))
 
 
@@ -44,11 +46,11 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     full, hist = tr.fit(tr.init(key=jax.random.key(7)), 8, {"x.out": xs}, target, progress=False)
 
     first, h1 = tr.fit(tr.init(key=jax.random.key(7)), 3, {"x.out": xs}, target, progress=False)
-    dmm.save_checkpoint(tmp_path / "ck", first, {"note": "after 3"})
-    assert dmm.read_checkpoint_meta(tmp_path / "ck.json") == {"note": "after 3", "step": 3}
+    dmm.files.save_checkpoint(tmp_path / "ck", first, {"note": "after 3"})
+    assert dmm.files.read_checkpoint_meta(tmp_path / "ck.json") == {"note": "after 3", "step": 3}
     # a fresh trainer (as after a restart) restores into its own template
     tr2 = trainer(machine())
-    resumed = dmm.load_checkpoint(tmp_path / "ck", tr2.init())
+    resumed = dmm.files.load_checkpoint(tmp_path / "ck", tr2.init())
     assert int(resumed.step) == 3
     rest, h2 = tr2.fit(resumed, 5, {"x.out": xs}, target, progress=False)
     assert np.array_equal(np.concatenate([h1["loss"], h2["loss"]]), hist["loss"])
@@ -63,7 +65,7 @@ def test_fit_writes_checkpoints(tmp_path):
     tr = trainer(m)
     xs = {"x.out": np.ones(8, np.float32)}
     st, _ = tr.fit(tr.init(), 5, xs, np.zeros(8, np.float32), checkpoint=tmp_path / "run", checkpoint_every=2, progress=False)
-    back = dmm.load_checkpoint(tmp_path / "run.npz", tr.init())
+    back = dmm.files.load_checkpoint(tmp_path / "run.npz", tr.init())
     assert int(back.step) == 5
     np.testing.assert_array_equal(np.asarray(back.params["W"]["number"]), np.asarray(st.params["W"]["number"]))
     # the arrays are plain .npz data (no pickled objects) and the header is JSON
@@ -78,26 +80,26 @@ def test_bad_checkpoints_raise_file_format_errors(tmp_path):
     m = machine()
     tr = trainer(m)
     st = tr.init()
-    dmm.save_checkpoint(tmp_path / "ck", st)
+    dmm.files.save_checkpoint(tmp_path / "ck", st)
     with pytest.raises(dmm.FileFormatError, match="no such file"):
-        dmm.load_checkpoint(tmp_path / "missing", st)
+        dmm.files.load_checkpoint(tmp_path / "missing", st)
     # a template of another structure (a different optimizer) is refused, naming the first difference
-    other = dmm.Trainer(m, tr.loss, optax.sgd(0.1), 8).init()
+    other = dmm.train.Trainer(m, tr.loss, optax.sgd(0.1), 8).init()
     with pytest.raises(dmm.FileFormatError, match="structure"):
-        dmm.load_checkpoint(tmp_path / "ck", other)
+        dmm.files.load_checkpoint(tmp_path / "ck", other)
     # a truncated or replaced .npz is detected by its checksum
     data = (tmp_path / "ck.npz").read_bytes()
     (tmp_path / "ck.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(dmm.FileFormatError, match="checksum"):
-        dmm.load_checkpoint(tmp_path / "ck", st)
+        dmm.files.load_checkpoint(tmp_path / "ck", st)
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(dmm.FileFormatError, match="JSON"):
-        dmm.load_checkpoint(tmp_path / "bad", st)
+        dmm.files.load_checkpoint(tmp_path / "bad", st)
     # no temporary files are left behind by the atomic writes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "ck.json", "ck.npz"]
 
 
 def test_dotted_names_keep_their_stem(tmp_path):
     st = trainer(machine()).init()
-    jpath, npath = dmm.save_checkpoint(tmp_path / "run_0.5_lr", st)
+    jpath, npath = dmm.files.save_checkpoint(tmp_path / "run_0.5_lr", st)
     assert (jpath.name, npath.name) == ("run_0.5_lr.json", "run_0.5_lr.npz")

@@ -1,4 +1,4 @@
-"""Tests of dmm.sparsify: moment-preserving pruning, protected links, backtracking and the cut log."""
+"""Tests of dmm.sparsify.sparsify: moment-preserving pruning, protected links, backtracking and the cut log."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import optax
 import pytest
 
 import dmm
+import dmm.files
+import dmm.sparsify
+import dmm.train
 import neurons
 
 
@@ -33,12 +36,12 @@ WEIGHTS = {"s0": 0.2, "s1": 1.0, "s2": 0.004, "s3": -0.003, "s4": 0.002, "s5": 0
 def test_prune_keeps_the_optimizer_state_of_survivors():
     m, loss = regression(WEIGHTS)
     opt = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(1e-2))
-    tr = dmm.Trainer(m, loss, opt, 4)
+    tr = dmm.train.Trainer(m, loss, opt, 4)
     st, _ = tr.fit(tr.init(), 3, progress=False)
     cut = [("s2.out", "out.y"), ("s5.out", "out.y")]
-    pr = dmm.prune(tr, st, cut)
+    pr = dmm.sparsify.prune(tr, st, cut)
     adam_before, adam_after = st.opt_state[1][0], pr.opt_state[1][0]
-    names = dmm.link_names(m)["number"]
+    names = dmm.sparsify.link_names(m)["number"]
     cut_mask = np.vectorize(lambda l: l in cut, otypes=[bool])(names)
     assert cut_mask.sum() == 2
     for moment in ("mu", "nu"):
@@ -51,7 +54,7 @@ def test_prune_keeps_the_optimizer_state_of_survivors():
     W = np.asarray(pr.params["W"]["number"])
     assert np.array_equal(W[cut_mask], np.zeros(2)) and not np.asarray(pr.mask["W"]["number"])[cut_mask].any()
     assert np.array_equal(W[~cut_mask], np.asarray(st.params["W"]["number"])[~cut_mask])
-    assert set(dmm.live_links(pr, m)) == set(dmm.live_links(st, m)) - set(cut)
+    assert set(dmm.sparsify.live_links(pr, m)) == set(dmm.sparsify.live_links(st, m)) - set(cut)
     # pruned links stay at zero while training continues; survivors keep learning
     cont, _ = tr.fit(pr, 5, progress=False)
     assert np.array_equal(np.asarray(cont.params["W"]["number"])[cut_mask], np.zeros(2))
@@ -65,16 +68,16 @@ def test_prune_keeps_the_optimizer_state_of_survivors():
 def test_sparsify_never_cuts_protected_links_and_backtracks(tmp_path):
     m, loss = regression(WEIGHTS)
     # plain SGD with a tiny rate: recovery barely moves the weights, so the outcome of every cut is predictable
-    tr = dmm.Trainer(m, loss, optax.sgd(1e-6), 4)
+    tr = dmm.train.Trainer(m, loss, optax.sgd(1e-6), 4)
     st = tr.init()
     base = float(tr.evaluate(st).loss)
     protect = (("s4.out", "out.y"),)
-    cfg = dmm.SparsifyConfig(tolerance=base + 0.05, recover_steps=2, cut=2, protect=protect)
+    cfg = dmm.sparsify.SparsifyConfig(tolerance=base + 0.05, recover_steps=2, cut=2, protect=protect)
     log = tmp_path / "cuts.jsonl"
-    good, report = dmm.sparsify(tr, st, cfg, checkpoint=tmp_path / "good", log=log)
+    good, report = dmm.sparsify.sparsify(tr, st, cfg, checkpoint=tmp_path / "good", log=log)
     cut_names = [tuple(c[:2]) for a in report.attempts for c in a["cut"]]
     assert protect[0] not in cut_names
-    live = dmm.live_links(good, m)
+    live = dmm.sparsify.live_links(good, m)
     # the noise links go; s0 -> out (small but needed) is tried, hurts, is restored, and found critical
     assert set(live) == {("s0.out", "out.y"), ("s1.out", "out.y"), ("s4.out", "out.y")}
     assert report.critical == [("s0.out", "out.y"), ("s1.out", "out.y")]
@@ -91,16 +94,16 @@ def test_sparsify_never_cuts_protected_links_and_backtracks(tmp_path):
     assert len(rows) == len(report.attempts)
     assert {"cut", "loss_before", "loss_cut", "loss_after", "accepted", "links_left"} <= set(rows[0])
     # the last good state was checkpointed
-    back = dmm.load_checkpoint(tmp_path / "good", tr.init())
-    assert dmm.live_links(back, m) == live
+    back = dmm.files.load_checkpoint(tmp_path / "good", tr.init())
+    assert dmm.sparsify.live_links(back, m) == live
 
 
 def test_halving_the_cut_after_a_failed_group():
     m, loss = regression(WEIGHTS)
-    tr = dmm.Trainer(m, loss, optax.sgd(1e-6), 4)
+    tr = dmm.train.Trainer(m, loss, optax.sgd(1e-6), 4)
     st = tr.init()
-    cfg = dmm.SparsifyConfig(tolerance=float(tr.evaluate(st).loss) + 0.05, recover_steps=1, cut=8)
-    _, report = dmm.sparsify(tr, st, cfg)
+    cfg = dmm.sparsify.SparsifyConfig(tolerance=float(tr.evaluate(st).loss) + 0.05, recover_steps=1, cut=8)
+    _, report = dmm.sparsify.sparsify(tr, st, cfg)
     # by abs(w): s4 < s3 < s2 < s5 < s0 < s1. All 6 at once fail; the 3 smallest go (cut size 3 -> 6); the other
     # 3 fail (-> 1); s5 goes (-> 2); s0 + s1 fail (-> 1); s0 alone fails and s1 alone fails: both critical
     sizes = [(len(a["cut"]), a["accepted"]) for a in report.attempts]
@@ -111,39 +114,39 @@ def test_halving_the_cut_after_a_failed_group():
 def test_loss_criterion_cuts_the_least_damaging_link_first():
     # target 2.05 = 0.05·s0 + 1.0·s1: the link from s2 (0.1·3 = 0.3) is wrong although larger than s0's in abs(w)
     m, loss = regression({"s0": 0.05, "s1": 1.0, "s2": 0.1}, target=2.05)
-    tr = dmm.Trainer(m, loss, optax.sgd(0.0), 4)
+    tr = dmm.train.Trainer(m, loss, optax.sgd(0.0), 4)
     st = tr.init()
-    cuts = np.stack([dmm.links_mask(m, [l])["number"] for l in [("s0.out", "out.y"), ("s2.out", "out.y")]])
+    cuts = np.stack([dmm.sparsify.links_mask(m, [l])["number"] for l in [("s0.out", "out.y"), ("s2.out", "out.y")]])
     losses = tr.cut_losses(st, {"number": cuts})
     np.testing.assert_allclose(losses, [4 * 0.25**2, 0.0], atol=1e-6)
-    by_loss = dmm.SparsifyConfig(tolerance=1e-3, recover_steps=0, criterion="loss", candidates=4)
-    _, report = dmm.sparsify(tr, st, by_loss)
+    by_loss = dmm.sparsify.SparsifyConfig(tolerance=1e-3, recover_steps=0, criterion="loss", candidates=4)
+    _, report = dmm.sparsify.sparsify(tr, st, by_loss)
     assert report.attempts[0]["cut"][0][:2] == ["s2.out", "out.y"] and report.attempts[0]["accepted"]
-    by_weight = dmm.SparsifyConfig(tolerance=1e-3, recover_steps=0)
-    _, report = dmm.sparsify(tr, st, by_weight)
+    by_weight = dmm.sparsify.SparsifyConfig(tolerance=1e-3, recover_steps=0)
+    _, report = dmm.sparsify.sparsify(tr, st, by_weight)
     assert report.attempts[0]["cut"][0][:2] == ["s0.out", "out.y"] and not report.attempts[0]["accepted"]
 
 
 def test_fit_many_trains_each_member_as_fit_does():
     m, loss = regression(WEIGHTS)
-    tr = dmm.Trainer(m, loss, optax.adam(1e-2), 4, l1=1e-3)
+    tr = dmm.train.Trainer(m, loss, optax.adam(1e-2), 4, l1=1e-3)
     a = tr.init()
     b = tr.init({**m.params, "W": {"number": m.params["W"]["number"] * 0.5}})
-    many, hist = tr.fit_many(dmm.stack_states([a, b]), 7, chunk=3)
+    many, hist = tr.fit_many(dmm.train.stack_states([a, b]), 7, chunk=3)
     assert hist["loss"].shape == (2, 7) and hist["finite"].all()
     for i, st in enumerate([a, b]):
         one, h = tr.fit(st, 7, progress=False)
         np.testing.assert_allclose(hist["loss"][i], h["loss"], rtol=1e-4, atol=1e-6)  # float32, vmapped sums
-        np.testing.assert_allclose(np.asarray(dmm.unstack_state(many, i).params["W"]["number"]),
+        np.testing.assert_allclose(np.asarray(dmm.train.unstack_state(many, i).params["W"]["number"]),
                                    np.asarray(one.params["W"]["number"]), rtol=1e-4, atol=1e-6)
         assert float(tr.evaluate_many(many)[i]) == pytest.approx(float(tr.evaluate(one).loss), rel=1e-4, abs=1e-6)
 
 
 def test_fit_many_freezes_a_member_that_blows_up():
     m, loss = regression({"s0": 0.2, "s1": 1.0})
-    tr = dmm.Trainer(m, loss, optax.sgd(1e-3), 4)
+    tr = dmm.train.Trainer(m, loss, optax.sgd(1e-3), 4)
     bad = tr.init({**m.params, "W": {"number": jnp.full_like(m.params["W"]["number"], jnp.inf)}})
-    many, hist = tr.fit_many(dmm.stack_states([tr.init(), bad]), 3)
+    many, hist = tr.fit_many(dmm.train.stack_states([tr.init(), bad]), 3)
     assert hist["finite"][0].all() and not hist["finite"][1].any()
     assert np.isnan(tr.evaluate_many(many)[1]) and np.isfinite(tr.evaluate_many(many)[0])
 
@@ -151,11 +154,11 @@ def test_fit_many_freezes_a_member_that_blows_up():
 def test_search_cuts_groups_in_parallel_and_backtracks_on_the_structure(tmp_path):
     m, loss = regression(WEIGHTS)
     # a tiny SGD rate: recovery barely moves the weights, so each trial's outcome is the loss of its cut
-    tr = dmm.Trainer(m, loss, optax.sgd(1e-6), 4)
+    tr = dmm.train.Trainer(m, loss, optax.sgd(1e-6), 4)
     st = tr.init()
     base = float(tr.evaluate(st).loss)
-    cfg = dmm.SearchConfig(tolerance=base + 0.05, trials=4, recover_steps=2, cut=8)
-    good, report = dmm.search_sparsify(tr, st, cfg, log=tmp_path / "search.jsonl")
+    cfg = dmm.sparsify.SearchConfig(tolerance=base + 0.05, trials=4, recover_steps=2, cut=8)
+    good, report = dmm.sparsify.search_sparsify(tr, st, cfg, log=tmp_path / "search.jsonl")
     first = report.attempts[0]
     # round 1: trials cut the 6, 3 and 1 best-ranked links, then the second-ranked link alone; the four noise
     # links rank first (their removal barely changes the loss), the group of 3 noise links is the largest acceptable
@@ -171,7 +174,7 @@ def test_search_cuts_groups_in_parallel_and_backtracks_on_the_structure(tmp_path
         else:
             assert all(l > a["limit"] for _, l in a["trials"])
     # the needed links s0 (small) and s1 survive; after both fail alone they are reported uncuttable
-    assert set(dmm.live_links(good, m)) == {("s0.out", "out.y"), ("s1.out", "out.y")}
+    assert set(dmm.sparsify.live_links(good, m)) == {("s0.out", "out.y"), ("s1.out", "out.y")}
     assert report.critical == [("s0.out", "out.y"), ("s1.out", "out.y")]
     assert report.steps == len(report.attempts) * cfg.trials * cfg.recover_steps
     assert len((tmp_path / "search.jsonl").read_text().splitlines()) == len(report.attempts)
@@ -180,15 +183,15 @@ def test_search_cuts_groups_in_parallel_and_backtracks_on_the_structure(tmp_path
 def test_search_ratchet_rejects_cuts_that_undo_training():
     # target 2.05 = 0.05·s0 + 1.0·s1: cutting s2 (a wrong link) lowers the loss, cutting s0 raises it slightly
     m, loss = regression({"s0": 0.05, "s1": 1.0, "s2": 0.1}, target=2.05)
-    tr = dmm.Trainer(m, loss, optax.sgd(0.0), 4)
+    tr = dmm.train.Trainer(m, loss, optax.sgd(0.0), 4)
     st = tr.init()
-    loose = dmm.SearchConfig(tolerance=0.02, trials=2, recover_steps=1)
-    _, report = dmm.search_sparsify(tr, st, loose)
+    loose = dmm.sparsify.SearchConfig(tolerance=0.02, trials=2, recover_steps=1)
+    _, report = dmm.sparsify.search_sparsify(tr, st, loose)
     assert report.links == 1  # s2 then s0 go: 4·0.05² = 0.01 <= 0.02
-    ratchet = dmm.SearchConfig(tolerance=0.0, ratchet=1.5, trials=2, recover_steps=1)
-    good, report = dmm.search_sparsify(tr, st, ratchet)
+    ratchet = dmm.sparsify.SearchConfig(tolerance=0.0, ratchet=1.5, trials=2, recover_steps=1)
+    good, report = dmm.sparsify.search_sparsify(tr, st, ratchet)
     # after s2 goes the loss is 0, so nothing more may be cut (the limit ratchets down to the tolerance, 0)
-    assert set(dmm.live_links(good, m)) == {("s0.out", "out.y"), ("s1.out", "out.y")}
+    assert set(dmm.sparsify.live_links(good, m)) == {("s0.out", "out.y"), ("s1.out", "out.y")}
     assert report.loss == pytest.approx(0.0, abs=1e-10)
 
 
@@ -206,23 +209,23 @@ def swap_problem():
         p.link(src, dst, 0.0)
     m = dmm.compile(p)
     residuals = lambda t, d: t["out.y"] - 3.0
-    tr = dmm.Trainer(m, lambda t, d: jnp.sum(residuals(t, d) ** 2), optax.adam(1e-4), 6)
-    st = dmm.prune(tr, tr.init(), [("a.out", "out.y"), ("b.out", "out.y"), ("b.out", "p.in")])
+    tr = dmm.train.Trainer(m, lambda t, d: jnp.sum(residuals(t, d) ** 2), optax.adam(1e-4), 6)
+    st = dmm.sparsify.prune(tr, tr.init(), [("a.out", "out.y"), ("b.out", "out.y"), ("b.out", "p.in")])
     return m, tr, st, residuals
 
 
 def test_regrow_gives_links_back_with_a_fresh_optimizer_state():
     m, tr, st, _ = swap_problem()
     st, _ = tr.fit(st, 3, progress=False)
-    back = dmm.regrow(tr, st, {("b.out", "out.y"): 0.5})
-    assert dmm.live_links(back, m) == {**dmm.live_links(st, m), ("b.out", "out.y"): 0.5}
-    k, pos = m._entry("b.out", "out.y")
+    back = dmm.sparsify.regrow(tr, st, {("b.out", "out.y"): 0.5})
+    assert dmm.sparsify.live_links(back, m) == {**dmm.sparsify.live_links(st, m), ("b.out", "out.y"): 0.5}
+    k, pos = m.entry("b.out", "out.y")
     mu = lambda s: np.asarray(s.opt_state[0].mu["W"][k])
     assert mu(back)[pos] == 0 and np.array_equal(np.delete(mu(back), pos), np.delete(mu(st), pos))
     trained, _ = tr.fit(back, 2, progress=False)
-    assert dmm.live_links(trained, m)[("b.out", "out.y")] != 0.5  # it trains again
+    assert dmm.sparsify.live_links(trained, m)[("b.out", "out.y")] != 0.5  # it trains again
     with pytest.raises(dmm.ProgramError, match="not trainable"):
-        dmm.regrow(tr, st, {("p.out", "p.in"): 1.0})  # not a link of the program
+        dmm.sparsify.regrow(tr, st, {("p.out", "p.in"): 1.0})  # not a link of the program
 
 
 def test_regrow_gains_follow_the_closed_form():
@@ -230,8 +233,8 @@ def test_regrow_gains_follow_the_closed_form():
     # L(0) = 54; a → y: g = −6T, H = 2T, w* = 3; b → y: g = −18T, H = 18T, w* = 1; both gain 9T = L(0) (exact fit);
     # b → p.in no longer reaches the output (H = 0, left out)
     m, tr, st, residuals = swap_problem()
-    cut = dmm.prune(tr, st, [("p.out", "out.y")])
-    gains = {l: (g, w) for l, g, w in dmm.regrow_gains(tr, cut, residuals)}
+    cut = dmm.sparsify.prune(tr, st, [("p.out", "out.y")])
+    gains = {l: (g, w) for l, g, w in dmm.sparsify.regrow_gains(tr, cut, residuals)}
     assert set(gains) == {("a.out", "out.y"), ("b.out", "out.y"), ("p.out", "out.y")}
     np.testing.assert_allclose(gains[("a.out", "out.y")], (54.0, 3.0), rtol=1e-5)
     np.testing.assert_allclose(gains[("b.out", "out.y")], (54.0, 1.0), rtol=1e-5)
@@ -239,10 +242,10 @@ def test_regrow_gains_follow_the_closed_form():
 
 def test_swap_frees_the_links_a_better_route_makes_useless(tmp_path):
     m, tr, st, residuals = swap_problem()
-    config = dmm.SwapConfig(tolerance=1.0, trials=4, recover_steps=5, polish_steps=0, max_rounds=3)
-    out, report = dmm.swap_sparsify(tr, st, residuals, config, log=tmp_path / "swaps.jsonl")
+    config = dmm.sparsify.SwapConfig(tolerance=1.0, trials=4, recover_steps=5, polish_steps=0, max_rounds=3)
+    out, report = dmm.sparsify.swap_sparsify(tr, st, residuals, config, log=tmp_path / "swaps.jsonl")
     # the swap replaces p.out → y by a direct link at its optimum; a → p.in then costs nothing to cut
-    live = dmm.live_links(out, m)
+    live = dmm.sparsify.live_links(out, m)
     assert len(live) == 1 and report.links == 1
     ((link, w),) = live.items()
     assert (link, round(w, 2)) in {(("a.out", "out.y"), 3.0), (("b.out", "out.y"), 1.0)}
@@ -252,4 +255,4 @@ def test_swap_frees_the_links_a_better_route_makes_useless(tmp_path):
     assert not report.attempts[-1]["accepted"]  # a swap must lower the loss: no cycling between exact fits
     assert len((tmp_path / "swaps.jsonl").read_text().splitlines()) == len(report.attempts)
     with pytest.raises(dmm.ProgramError, match="tolerance"):
-        dmm.SwapConfig(tolerance=-1.0)
+        dmm.sparsify.SwapConfig(tolerance=-1.0)

@@ -23,9 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DMMError, UnknownStreamError
-from .kinds import Kind
-from .trace import Trace
+from dmm import DMMError, Kind, Trace, UnknownStreamError
 
 
 EXTRA_HINT = "plotting needs matplotlib: pip install 'dmm[plot]' (in a checkout: pip install -e '.[plot]')"

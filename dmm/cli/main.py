@@ -6,7 +6,7 @@
     dmm show trace.npz [--streams S,..] [--cycles A:B] [--changes] [--list]
     dmm plot trace.npz [-o figure.png] [--streams S,..] [--cycles A:B]
 
-PROGRAM is a program file (``NAME.json`` + ``NAME.npz``, see `dmm.save_program`) or the name of a registered
+PROGRAM is a program file (``NAME.json`` + ``NAME.npz``, see `dmm.files.save_program`) or the name of a registered
 program (`programs.registry()`), whose parameters ``--arg key=value`` sets (values are converted to the types the
 function declares; lists and dicts are written as JSON). Every mistake (bad arguments, missing or malformed files,
 unknown programs or streams) ends with a one-line message on stderr and exit status 2. Progress goes to stderr,
@@ -34,8 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from . import plot
-from .errors import DMMError
+from dmm import DMMError, plot
 
 
 DEFAULT_STEPS = 100
@@ -223,6 +222,7 @@ def _program_args(name: str, fn: Callable[..., Any], pairs: Sequence[str]) -> di
 def _load_program(spec: str, pairs: Sequence[str]) -> tuple[Any, str]:
     """A program from a file or the registry, and a short name for it."""
     import dmm
+    import dmm.files
 
     path = Path(spec)
     stem = path.with_suffix("") if path.suffix in (".json", ".npz") else path
@@ -232,7 +232,7 @@ def _load_program(spec: str, pairs: Sequence[str]) -> tuple[Any, str]:
             raise CLIError("--arg sets the parameters of a registered program; a program file has none")
         if not stem.with_suffix(".json").exists():
             raise CLIError(f"no program file {stem.with_suffix('.json')}")
-        return dmm.load_program(spec), stem.name
+        return dmm.files.load_program(spec), stem.name
     registry = _registry()
     if spec not in registry:
         raise CLIError(f"unknown program {spec!r}: no file {spec}.json and no registered program of that name (dmm programs lists them)")
@@ -272,6 +272,7 @@ def run_program(
     """`machine.run`, in `CHUNKS` jitted pieces when `steps` is at least `CHUNK_MIN_STEPS` so that `report(done,
     steps, seconds)` can show progress; the pieces continue from each other's state, so the trace is the same."""
     import dmm
+    import dmm.files
 
     inputs = dict(inputs or {})
     if steps < CHUNK_MIN_STEPS or report is None:
@@ -292,6 +293,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import jax
 
     import dmm
+    import dmm.files
 
     status = args.status
     t0 = time.perf_counter()
@@ -307,7 +309,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if steps < 1:
         raise CLIError(f"--steps must be at least 1, not {steps}")
     if args.save_program:
-        json_path, _ = dmm.save_program(program, args.save_program)
+        json_path, _ = dmm.files.save_program(program, args.save_program)
         print(f"saved the program as {json_path} (+ .npz); run it with: dmm run {json_path}")
     status.stage(f"compiling {name}: {len(program.neurons)} neurons, {len(program.links)} links ...")
     t1 = time.perf_counter()
@@ -324,7 +326,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     trace = run_program(machine, steps, inputs=inputs, record=record, key=jax.random.key(args.seed), report=report)
     t3 = time.perf_counter()
-    trace.save(args.out)
+    dmm.files.save_trace(trace, args.out)
     status.clear()
     print(f"{name}: {len(program.neurons)} neurons, {len(program.links)} links, {steps} cycles "
           f"(build {t1 - t0:.1f} s, compile {t2 - t1:.1f} s, run {t3 - t2:.1f} s)")
@@ -347,10 +349,11 @@ def _cell(value: Any, kind: Any, digits: int, width: int) -> str:
 
 def _load_trace(path: str) -> Any:
     import dmm
+    import dmm.files
 
     if not Path(path).exists():
         raise CLIError(f"no such trace file {path}")
-    return dmm.load_trace(path)
+    return dmm.files.load_trace(path)
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
@@ -472,6 +475,7 @@ def _changes(values: np.ndarray, cycles: np.ndarray) -> list[tuple[int, float]]:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     import dmm
+    import dmm.files
     import programs
 
     _require_matplotlib()
@@ -518,7 +522,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dmm`` command."""
     parser = _Parser(prog="dmm", description="Dataflow matrix machines in JAX: run programs, inspect and plot traces.")
-    from . import __version__
+    from dmm import __version__
 
     parser.add_argument("--version", action="version", version=f"dmm {__version__}")
     parser.add_argument("--traceback", action="store_true", help="show the Python traceback of an unexpected error")

@@ -1,4 +1,4 @@
-"""Sparse down movement: X = W·Y for a fixed sparsity pattern, in padded-row (ELL) form.
+"""The sparse backend ``"sparse"``: X = W·Y for a fixed sparsity pattern, in padded-row (ELL) form.
 
 The pattern is the program's links of one kind: edge e carries value ``values[e]`` from column ``cols[e]`` to row
 ``rows[e]``. `EllTables` stores, for every fan-in slot k and row i, the column and edge index of the row's k-th
@@ -17,6 +17,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .base import Backend, Block, register_backend
 
 
 class EllTables(NamedTuple):
@@ -94,3 +96,33 @@ def _bwd(res, dx):
 
 
 ell_matmul.defvjp(_fwd, _bwd)
+
+
+class Ell(Backend):
+    """Stores only the program's links of the kind (values in link order); ``"auto"`` picks it for blocks of at
+    least `min_entries` entries below `max_density`. Its backward pass checkpoints every cycle under ``remat="auto"``."""
+
+    name = "sparse"
+    checkpoint_cycles = True
+    min_entries = 1 << 16
+    max_density = 0.02
+
+    def layout(self, rows, cols, shape):
+        tables = EllTables(*map(jnp.asarray, ell_tables(rows, cols, *shape)))
+        return Block(self, shape, (rows, cols), tables)
+
+    def store(self, block, values, fill=0):
+        return np.asarray(values)
+
+    def entries(self, block):
+        return block.links
+
+    def product(self, values, tables, y, precision):
+        return ell_matmul(values, tables, y)
+
+    def prefers(self, shape, links):
+        entries = shape[0] * shape[1]
+        return entries >= self.min_entries and links < self.max_density * entries
+
+
+ELL = register_backend(Ell())

@@ -42,10 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .checkpoint import save_checkpoint
-from .errors import ProgramError
-from .machine import Machine
-from .train import MetricsLog, Trainer, TrainState, stack_states, unstack_state
+from dmm import Machine, ProgramError
+from dmm.files import save_checkpoint
+from dmm.train import MetricsLog, Trainer, TrainState, stack_states, unstack_state
 
 Link = tuple[str, str]
 
@@ -75,7 +74,7 @@ def links_mask(machine: Machine, links: Iterable[Link]) -> dict[str, np.ndarray]
     `ProgramError`)."""
     out = {k: np.zeros(np.shape(w), bool) for k, w in machine.params["W"].items()}
     for src, dst in links:
-        k, pos = machine._entry(src, dst)
+        k, pos = machine.entry(src, dst)
         out[k][pos] = True
     return out
 
@@ -117,7 +116,7 @@ def regrow(trainer: Trainer, state: TrainState, links: Mapping[Link, float]) -> 
     where = {k: np.zeros(np.shape(w), bool) for k, w in state.params["W"].items()}
     values = {k: np.zeros(np.shape(w), np.float64) for k, w in state.params["W"].items()}
     for (src, dst), w in links.items():
-        k, pos = m._entry(src, dst)
+        k, pos = m.entry(src, dst)
         if not np.asarray(m.trainable["W"][k])[pos]:
             raise ProgramError(f"regrow: link {src} -> {dst} is not trainable")
         where[k][pos], values[k][pos] = True, w
@@ -248,7 +247,7 @@ def sparsify(
     `SparsifyReport`.
     """
     for l in config.protect:
-        trainer.machine._entry(*l)
+        trainer.machine.entry(*l)
     t0 = time.perf_counter()
     if config.l1 is not None:
         state = state._replace(l1=jnp.asarray(config.l1, state.l1.dtype))
@@ -416,7 +415,7 @@ def search_sparsify(
     if trainer.through_self is not None:
         raise ProgramError("search_sparsify: trainers that train through Self are not supported (use sparsify)")
     for l in config.protect:
-        m._entry(*l)
+        m.entry(*l)
     t0 = time.perf_counter()
     if config.l1 is not None:
         state = state._replace(l1=jnp.asarray(config.l1, state.l1.dtype))
@@ -548,7 +547,7 @@ def regrow_gains(
     if trainer.through_self is not None or trainer.batched:
         raise ProgramError("regrow_gains: trainers that train through Self or on batches are not supported")
     h = trainer.horizon(int(state.step))
-    g, H = _gauss_newton(trainer, residuals)(state, trainer._inputs(inputs, h), data, h)
+    g, H = _gauss_newton(trainer, residuals)(state, trainer.episode_inputs(inputs, h), data, h)
     names = link_names(m)
     out = []
     for k in g:
@@ -568,10 +567,10 @@ def _gauss_newton(trainer: Trainer, residuals: Any):
     m = trainer.machine
 
     def fn(state, inputs, data, h):
-        key = jax.random.fold_in(state.key, state.step) if m._stochastic else None
+        key = jax.random.fold_in(state.key, state.step) if m.stochastic else None
 
         def r_of(W):
-            trace, _ = trainer._trace({**state.params, "W": W}, None, inputs, key, h)
+            trace, _ = trainer.episode_trace({**state.params, "W": W}, None, inputs, key, h)
             return jnp.ravel(residuals(trace, data))
 
         W = state.params["W"]
@@ -618,7 +617,7 @@ def swap_sparsify(
     logger = MetricsLog(log) if log is not None else None
     protect = set(config.protect)
     for l in protect:
-        m._entry(*l)
+        m.entry(*l)
     loss = float(trainer.evaluate(state, inputs, data).loss)
     spent = 0
     try:
@@ -695,7 +694,7 @@ def _single_cut_losses(trainer: Trainer, state: TrainState, links: list[Link], i
     n = -(-len(links) // 64) * 64
     cuts = {k: np.zeros((n, *np.shape(w)), bool) for k, w in state.params["W"].items()}
     for i, l in enumerate(links):
-        k, pos = m._entry(*l)
+        k, pos = m.entry(*l)
         cuts[k][(i, *np.atleast_1d(pos))] = True
     scores = trainer.cut_losses(state, cuts, inputs, data)[: len(links)]
     return np.where(np.isfinite(scores), scores, np.inf)

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import FileFormatError
-from .files import _paths, atomic_write_bytes, npz_bytes, open_npz, read_arrays, read_header
+from dmm import FileFormatError
+from .atomic import atomic_write_bytes, npz_bytes, open_npz, pair_paths, read_arrays, read_header
 
 FORMAT = "dmm-checkpoint"
 VERSION = 1
@@ -44,7 +44,7 @@ def save_checkpoint(path: str | os.PathLike, state: Any, meta: dict | None = Non
     `path` may name either file or the stem; `meta` is JSON-serialisable extra information (returned by
     `read_checkpoint_meta`). Returns both paths.
     """
-    jpath, npath = _paths(path)
+    jpath, npath = pair_paths(path)
     arrays: dict[str, np.ndarray] = {}
     leaves = []
     key_impl = None
@@ -76,7 +76,7 @@ def save_checkpoint(path: str | os.PathLike, state: Any, meta: dict | None = Non
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict:
     """The `meta` dict saved with a checkpoint (plus ``"step"``), without loading the arrays."""
-    header = read_header(_paths(path)[0], FORMAT, VERSION, "checkpoint")
+    header = read_header(pair_paths(path)[0], FORMAT, VERSION, "checkpoint")
     return {**header.get("meta", {}), "step": header.get("step")}
 
 
@@ -86,7 +86,7 @@ def load_checkpoint(path: str | os.PathLike, like: Any) -> Any:
     Every leaf path, shape and dtype must match; otherwise (or for a missing, truncated or mismatched pair of files)
     `FileFormatError` names the file and the first difference. Never executes code from the files.
     """
-    jpath, npath = _paths(path)
+    jpath, npath = pair_paths(path)
     header = read_header(jpath, FORMAT, VERSION, "checkpoint")
     data = read_arrays(npath, jpath, header)
     template = _leaves(like)

@@ -58,10 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .errors import NonFiniteError, ProgramError
-from .kinds import NETWORK
-from .machine import REMAT, Machine, Params, State
-from .trace import Trace
+from dmm import NETWORK, Machine, NonFiniteError, Params, ProgramError, State, Trace
 
 
 class TrainState(NamedTuple):
@@ -164,8 +161,10 @@ class Trainer:
             raise ProgramError(f"Trainer needs a Machine (from dmm.compile), not {type(m).__name__}")
         if not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
             raise ProgramError(f"Trainer: steps (the horizon) must be a positive int, not {self.steps!r}")
-        if self.remat not in REMAT:
-            raise ProgramError(f"Trainer: remat must be one of {REMAT}, not {self.remat!r}")
+        try:
+            m.resolve_remat(self.remat)
+        except ProgramError as e:
+            raise ProgramError(f"Trainer: {e}") from None
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ProgramError(f"Trainer: clip_norm must be positive, not {self.clip_norm}")
         if self.l1 < 0 or self.l2 < 0:
@@ -179,7 +178,7 @@ class Trainer:
             if bad:
                 raise ProgramError(f"Trainer: curriculum horizons {bad} are outside 1..{self.steps}")
         object.__setattr__(self, "curriculum", curriculum)
-        object.__setattr__(self, "record", m._record_names(self.record))
+        object.__setattr__(self, "record", m.record_names(self.record))
         if self.through_self is not None:
             self._check_channel()
         elif self.episodes != "reset":
@@ -210,7 +209,7 @@ class Trainer:
             raise ProgramError(
                 f"Trainer: through_self needs weight-1 links {ch!r} -> {delta!r} and {lay.self_stream!r} -> {accum!r}"
             )
-        if m.trainable["W"][k][m._entry(ch, delta)[1]] or m.trainable["W"][k][m._entry(lay.self_stream, accum)[1]]:
+        if m.trainable["W"][k][m.entry(ch, delta)[1]] or m.trainable["W"][k][m.entry(lay.self_stream, accum)[1]]:
             raise ProgramError("Trainer: the update channel's and Self's own links must be hard (trainable=False)")
 
     # ------------------------------------------------------------------------------------------------ state
@@ -256,7 +255,7 @@ class Trainer:
         `Metrics` (measured before the update). Raises `NonFiniteError` (state unchanged) when the guard trips."""
         step = int(state.step)
         h = self.horizon(step)
-        new, metrics, flags = self._jit_update(state, self._inputs(inputs, h), data, horizon=h)
+        new, metrics, flags = self._jit_update(state, self.episode_inputs(inputs, h), data, horizon=h)
         if self.guard and not bool(metrics.finite):
             self._raise(f"training step {step + 1}", flags, metrics, state)
         return new, metrics
@@ -266,7 +265,7 @@ class Trainer:
     ) -> Metrics:
         """The metrics of `state` without updating it (`grad_norm` is 0). `horizon` defaults to the one in force."""
         h = self.horizon(int(state.step)) if horizon is None else int(horizon)
-        metrics, flags = self._jit_evaluate(state, self._inputs(inputs, h), data, horizon=h)
+        metrics, flags = self._jit_evaluate(state, self.episode_inputs(inputs, h), data, horizon=h)
         if self.guard and not bool(metrics.finite):
             self._raise(f"evaluation at step {int(state.step)}", flags, metrics, state)
         return metrics
@@ -286,7 +285,7 @@ class Trainer:
             raise ProgramError("cut_losses: every kind's cuts need the same leading count")
         n = counts.pop()
         full = {k: jnp.asarray(cuts[k], bool) if k in cuts else jnp.zeros((n, *s), bool) for k, s in shapes.items()}
-        return np.asarray(self._jit_cut_losses(state, full, self._inputs(inputs, h), data, horizon=h))
+        return np.asarray(self._jit_cut_losses(state, full, self.episode_inputs(inputs, h), data, horizon=h))
 
     def _cut_losses(self, state: TrainState, cuts, inputs, data, *, horizon: int):
         var = self._variables(state)
@@ -297,7 +296,7 @@ class Trainer:
 
         return jax.lax.map(one, cuts, batch_size=64)
 
-    def _inputs(self, inputs: Mapping[str, Any] | None, h: int) -> dict[str, jax.Array]:
+    def episode_inputs(self, inputs: Mapping[str, Any] | None, h: int) -> dict[str, jax.Array]:
         out = {}
         for s, v in (inputs or {}).items():
             v = jnp.asarray(v, self.machine.dtype)
@@ -305,10 +304,10 @@ class Trainer:
             out[s] = v
         if out:
             probe = {s: (v[0] if self.batched else v) for s, v in out.items()}
-            self.machine._check_inputs(probe, h)
+            self.machine.check_inputs(probe, h)
         return out
 
-    def _trace(self, var: Params, start, inputs, key, h: int, *, check_finite: bool = False):
+    def episode_trace(self, var: Params, start, inputs, key, h: int, *, check_finite: bool = False):
         """The recorded `Trace` of an `h`-cycle episode for parameters `var` from `start` (None: the initial state),
         and the finiteness flags (None unless `check_finite`)."""
         m = self.machine
@@ -328,7 +327,7 @@ class Trainer:
             else:
                 value = m.network.flatten(var["W"], jnp)
                 start = m.write(state.run, m.layout.self_stream, value)
-        trace, flags = self._trace(var, start, inputs, key, h, check_finite=self.guard)
+        trace, flags = self.episode_trace(var, start, inputs, key, h, check_finite=self.guard)
         final = trace.state
         loss = jnp.asarray(self.loss(trace, data))
         if loss.shape != ():
@@ -337,7 +336,7 @@ class Trainer:
 
     def _objective(self, var: Params, state: TrainState, inputs, data, h: int):
         m = self.machine
-        key = jax.random.fold_in(state.key, state.step) if m._stochastic else None
+        key = jax.random.fold_in(state.key, state.step) if m.stochastic else None
         if self.batched:
             b = jax.tree_util.tree_leaves((inputs, data))
             if not b:
@@ -380,7 +379,7 @@ class Trainer:
             # Deliver U through the machine: the channel emits U, Self adds it one cycle later (W <- W + U).
             u = m.network.flatten(updates["W"], jnp).astype(m.dtype)
             feed = {self.through_self: jnp.stack([u, jnp.zeros_like(u)])}
-            key = jax.random.fold_in(state.key, state.step) if m._stochastic else None
+            key = jax.random.fold_in(state.key, state.step) if m.stochastic else None
             run, _, _ = m.simulate(var, final, feed, key, steps=2, record=(), remat="none")
             neurons = optax.apply_updates(var["neurons"], updates["neurons"])
             params = {**state.params, "W": m.matrices(state.params, run), "neurons": neurons}
@@ -402,10 +401,9 @@ class Trainer:
         message = None
         if flags is not None:
             first = 0 if state.run is None or self.episodes == "reset" else int(state.run.cycle)
-            try:
-                self.machine._raise_nonfinite(flags, first)
-            except NonFiniteError as e:
-                message = f"{where}: {e}"
+            error = self.machine.nonfinite_error(flags, first)
+            if error is not None:
+                message = f"{where}: {error}"
         if message is None and not np.isfinite(float(metrics.loss)):
             message = f"{where}: the loss is {float(metrics.loss)} although every stream was finite"
         if message is None:
@@ -439,7 +437,7 @@ class Trainer:
 
         **Returns:** the final state and the history {"loss", "penalty", "grad_norm", "links"}: NumPy arrays (n,).
         """
-        from .checkpoint import save_checkpoint
+        from dmm.files import save_checkpoint
 
         if checkpoint_every and checkpoint is None:
             raise ProgramError("fit: checkpoint_every needs a checkpoint path")
@@ -493,7 +491,7 @@ class Trainer:
 
     def _chunk(self, state: TrainState, inputs, data, k: int) -> tuple[TrainState, Metrics]:
         h = self.horizon(int(state.step))
-        new, ms = self._jit_chunk(state, self._inputs(inputs, h), data, horizon=h, k=k)
+        new, ms = self._jit_chunk(state, self.episode_inputs(inputs, h), data, horizon=h, k=k)
         if self.guard:
             bad = np.flatnonzero(~np.asarray(ms.finite))
             if len(bad):
@@ -535,7 +533,7 @@ class Trainer:
         while done < n:
             h = self.horizon(step)
             k = min(chunk, n - done, self._until_horizon_change(step))
-            states, ms = self._jit_many(states, self._inputs(inputs, h), data, horizon=h, k=k)
+            states, ms = self._jit_many(states, self.episode_inputs(inputs, h), data, horizon=h, k=k)
             for f, rows in hist.items():
                 rows.append(np.asarray(getattr(ms, f)))
             done += k
@@ -547,7 +545,7 @@ class Trainer:
     ) -> np.ndarray:
         """The data loss of each of K stacked states (see `fit_many`), a NumPy array (K,) (NaN where non-finite)."""
         h = self.horizon(int(np.max(np.asarray(states.step)))) if horizon is None else int(horizon)
-        return np.asarray(self._jit_evaluate_many(states, self._inputs(inputs, h), data, horizon=h), np.float64)
+        return np.asarray(self._jit_evaluate_many(states, self.episode_inputs(inputs, h), data, horizon=h), np.float64)
 
     def _scan_many(self, states: TrainState, inputs, data, *, horizon: int, k: int):
         def one(s):

@@ -1,0 +1,3 @@
+"""The ``dmm`` command line."""
+
+from .main import main as main
