@@ -55,7 +55,7 @@ class BatchTrace(Recorded):
     @property
     def steps(self) -> int:
         """The number of cycles recorded per instance."""
-        return int(next(iter(self._records.values())).shape[1]) if self._records else 0
+        return int(self[self.names[0]].shape[1]) if self.names else 0
 
     def instance(self, b: int) -> Trace:
         """The `Trace` of instance `b` (its arrays, first cycle and final state)."""
@@ -63,7 +63,7 @@ class BatchTrace(Recorded):
             raise IndexError(f"instance {b} of a batch of {self.size}")
         state = None if self.state is None else jax.tree_util.tree_map(lambda a: a[b], self.state)
         first = self.first_cycle[b]
-        return Trace({n: v[b] for n, v in self._records.items()}, self.kinds, int(first) if _concrete(first) else first, state)
+        return Trace({n: self[n][b] for n in self.names}, self.kinds, int(first) if _concrete(first) else first, state)
 
     def __repr__(self) -> str:
         return f"BatchTrace({self.size} instances x {self.steps} cycles, streams {self.names[:6]}{'...' if len(self.names) > 6 else ''})"

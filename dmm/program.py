@@ -196,11 +196,11 @@ class Program:
         neuron = self._neurons.get(n)
         if neuron is None:
             raise UnknownStreamError(f"unknown neuron {n!r} (in {stream!r})")
-        hit = neuron.type._port_index.get(p)
-        if hit is None:
+        port = neuron.type.port(p)
+        if port is None:
             names = [q.name for q in neuron.type.ports]
             raise UnknownStreamError(f"neuron {n!r} ({neuron.type!r}) has no port {p!r}; its ports: {names}")
-        return hit
+        return port, neuron.type.is_input(p)
 
     def port(self, stream: str) -> Port:
         """The `Port` behind ``"neuron.port"``."""

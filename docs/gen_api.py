@@ -22,7 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "api.md"
 PACKAGES = (
-    ("dmm", "The runtime: kinds, neuron types, programs, compilation, machines, traces, files, batches, plots, training."),
+    ("dmm", "The core runtime: kinds, neuron types, programs, compilation, machines, traces, batches, growth."),
+    ("dmm.backends", "Down-movement backends: how each kind's block of W is stored and multiplied."),
+    ("dmm.remat", "Rematerialisation strategies for the backward pass of a run."),
+    ("dmm.files", "File formats: program files, traces and checkpoints."),
+    ("dmm.train", "Training by backpropagation through time on optax."),
+    ("dmm.sparsify", "Pruning, regrowing and the sparsification schedules."),
+    ("dmm.plot", "Figures of traces and the text tables of the command line."),
     ("neurons", "The neuron vocabulary: each factory returns a neuron (type and parameters); its docstring gives the formula."),
     ("attention", "Attention neurons and their building blocks."),
     ("programs", "Ready-made programs (`dmm programs` lists them; `dmm run NAME --arg key=value` runs one)."),
@@ -113,11 +119,11 @@ def render() -> str:
         except ImportError:
             continue
         names = public_names(package)
-        toc.append(f"- [`{package}`](#{package}): {summary}")
+        toc.append(f"- [`{package}`](#{package.replace('.', '')}): {summary}")
         body += [f"## {package}", "", summary, "", _doc(mod), ""]
         for name in names:
             obj = getattr(mod, name)
-            if name == "__version__":
+            if name == "__version__" or f"{package}.{name}" in dict(PACKAGES):  # documented in its own section
                 continue
             body += _entry(f"{package}.{name}", obj)
     return "\n".join(lines + toc + [""] + body).rstrip() + "\n"

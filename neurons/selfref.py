@@ -70,7 +70,7 @@ def edit_channel(events: Mapping[int, Entries] | tuple = ()):
     def fn(p, x, ctx):
         if not sched:
             return {"out": jnp.zeros(ctx.network.kind.shape)}
-        cycles = np.array([c for c, _ in sched])
+        cycles = np.array([c for c, _ in sched], np.int32)
         values = jnp.asarray(np.stack([ctx.network.delta(e) for _, e in sched]))
         hit = (ctx.cycle == cycles).astype(values.dtype)
         return {"out": jnp.tensordot(hit, values, axes=1)}

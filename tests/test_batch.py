@@ -17,26 +17,17 @@ import dmm
 import dmm.files
 import neurons
 import programs
+from helpers import counter
 
 
 def leaky_counter() -> dmm.Program:
     """one (const 1) -> acc.delta; acc.out -> acc.accum with weight w: acc_c = sum_{k=0}^{c-2} w^k."""
-    p = dmm.Program()
-    p.add("one", neurons.const(1.0))
-    p.add("acc", neurons.accumulator())
-    p.link("acc.out", "acc.accum", 1.0)
-    p.link("one.out", "acc.delta", 1.0)
-    return p
+    return counter("one", "acc")
 
 
 def driven() -> dmm.Program:
     """src (external input) -> acc.delta; acc.out -> acc.accum with weight 0.5."""
-    p = dmm.Program()
-    p.add("src", neurons.external())
-    p.add("acc", neurons.accumulator())
-    p.link("acc.out", "acc.accum", 0.5)
-    p.link("src.out", "acc.delta", 1.0)
-    return p
+    return counter("src", "acc", keep=0.5)
 
 
 @dmm.neuron_type("test_batch_noise")
@@ -234,3 +225,17 @@ def test_batch_across_two_processes_with_jax_distributed():
         assert p.returncode == 0, err[-3000:]
         result = json.loads(out.strip().splitlines()[-1])
         assert result["devices"] == 4 and result["ok"]
+
+
+def test_a_machine_is_freed_after_run_batch():
+    """Compiled batch code lives with its machine (`Machine.jitted`), not in a module-level cache keyed by it."""
+    import gc
+    import weakref
+
+    m = dmm.compile(leaky_counter())
+    batch = dmm.run_batch(m, 4, params=dmm.stack_trees([m.params, m.params]))
+    np.testing.assert_array_equal(batch["acc.out"][0], m.run(4)["acc.out"])
+    ref = weakref.ref(m)
+    del m, batch
+    gc.collect()
+    assert ref() is None

@@ -10,20 +10,12 @@ import pytest
 import dmm
 import dmm.files
 import neurons
+from helpers import counter
 import programs
 from reference import run_reference
 
 
 VEC = dmm.Kind("vec", (2,))
-
-
-def counter() -> dmm.Program:
-    p = dmm.Program()
-    p.add("one", neurons.const(1.0))
-    p.add("cnt", neurons.accumulator())
-    p.link("cnt.out", "cnt.accum", 1.0)
-    p.link("one.out", "cnt.delta", 1.0)
-    return p
 
 
 def test_readme_contract():

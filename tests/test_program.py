@@ -7,18 +7,10 @@ import pytest
 
 import dmm
 import neurons
+from helpers import counter
 
 
 VEC = dmm.Kind("vec", (3,))
-
-
-def counter() -> dmm.Program:
-    p = dmm.Program()
-    p.add("one", neurons.const(1.0))
-    p.add("cnt", neurons.accumulator())
-    p.link("cnt.out", "cnt.accum", 1.0)
-    p.link("one.out", "cnt.delta", 1.0)
-    return p
 
 
 def test_errors_are_value_errors():
