@@ -40,7 +40,10 @@ def compile(
       or "auto" (each block takes the first registered backend that `prefers` it, else dense: the ELL backend for
       blocks of at least 65,536 entries below 2 % density). A program with a Self neuron is always dense: its
       running matrix can gain any entry.
-    - `dtype`: the dtype of every stream and weight (float64 needs ``jax.config.update("jax_enable_x64", True)``).
+    - `dtype`: the floating dtype of every stream and weight: float32 (default), float64 (needs
+      ``jax.config.update("jax_enable_x64", True)``), or the 16-bit bfloat16 and float16. With 16-bit streams the
+      down movement sums each product X = W·Y in float32 and rounds it once to the stream dtype; neuron functions
+      compute in the stream dtype (a type may choose a wider one inside).
     - `precision`: matmul precision of the down movement and of the neurons' own matmuls that do not set one
       (``"highest"`` keeps float32 products exact on GPUs/TPUs too, where the default may round to TF32/bfloat16).
     """
@@ -50,7 +53,7 @@ def compile(
     if precision not in PRECISIONS:
         raise ProgramError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     dtype = jnp.dtype(dtype)
-    if dtype.kind != "f":
+    if not jnp.issubdtype(dtype, jnp.floating):
         raise ProgramError(f"dtype must be a floating dtype, not {dtype}")
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise ProgramError("dtype float64 needs jax.config.update('jax_enable_x64', True) first")

@@ -14,6 +14,7 @@ cycle in one jitted `lax.scan` and records the selected streams.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .display import html_table
 from .errors import DMMError, NonFiniteError, ProgramError, UnknownStreamError
 from .kinds import Kind
 from .backends import Block
@@ -79,6 +81,16 @@ class Machine:
         # Index tables are arguments of the jitted function, not constants baked into the compiled program.
         self._tables = {k: b.tables for k, b in self.blocks.items() if b.tables is not None}
         self._jitted: dict[Any, Callable] = {}
+
+    def __repr__(self) -> str:
+        return (f"Machine({len(self.program.neurons)} neurons in {len(self.layout.groups)} groups, "
+                f"{len(self.program.links)} links, dtype {self.dtype.name}, backend {self.backend})")
+
+    def _repr_html_(self) -> str:
+        """For notebooks: one row per kind (its block of W: shape, backend, stored values, links)."""
+        rows = [(k, self.layout.kinds[k].shape, f"{b.shape[0]} x {b.shape[1]}", b.backend.name,
+                 int(np.size(self.params["W"][k])), len(b.links[0])) for k, b in self.blocks.items()]
+        return html_table(repr(self), ("kind", "value shape", "block (inputs x outputs)", "backend", "stored", "links"), rows)
 
     @property
     def stochastic(self) -> bool:
@@ -190,7 +202,7 @@ class Machine:
         sparse: existing links only)."""
         params = self.params if params is None else params
         where: dict[str, tuple[list[Any], list[float]]] = {}
-        for (src, dst), w in entries.items():
+        for (src, dst), w in _finite_entries(entries, "set_weights"):
             k, pos = self.entry(src, dst)
             where.setdefault(k, ([], []))
             where[k][0].append(pos)
@@ -208,7 +220,8 @@ class Machine:
         if self.layout.self_stream is None:
             raise ProgramError("edit() changes the matrix held by a Self neuron; this program has none (use set_weights)")
         value = self.read(state, self.layout.self_stream)
-        return self.write(state, self.layout.self_stream, value + jnp.asarray(self.network.delta(entries), self.dtype))
+        delta = self.network.delta(dict(_finite_entries(entries, "edit")))
+        return self.write(state, self.layout.self_stream, value + jnp.asarray(delta, self.dtype))
 
     def delta(self, entries: Mapping[tuple[str, str], float]) -> np.ndarray:
         """The NETWORK-kind value with ``delta`` at W[dst, src] for every ``(src, dst): delta`` (for edit channels
@@ -497,6 +510,24 @@ class Machine:
         if bad is None:
             return None
         return NonFiniteError(f"stream {bad[1]!r} became non-finite at cycle {first + bad[0][0] + 1}")
+
+
+def _finite_entries(entries: Mapping[tuple[str, str], Any], what: str) -> list[tuple[tuple[str, str], float]]:
+    """The ``((src, dst), value)`` items of `entries` with float values; a value that is not a finite number raises
+    `ProgramError` naming the entry (a NaN weight would silently turn every later stream into NaN)."""
+    out = []
+    for (src, dst), w in entries.items():
+        if isinstance(w, jax.core.Tracer):  # under a transformation: the caller's traced value, unchecked
+            out.append(((src, dst), w))
+            continue
+        try:
+            v = float(w)
+        except (TypeError, ValueError):
+            raise ProgramError(f"{what}: the value for {src!r} -> {dst!r} is not a number: {w!r}") from None
+        if not math.isfinite(v):
+            raise ProgramError(f"{what}: the value for {src!r} -> {dst!r} is {v}, not a finite number")
+        out.append(((src, dst), v))
+    return out
 
 
 def check_steps(steps: Any) -> int:

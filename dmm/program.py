@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .display import html_table
 from .errors import ProgramError, UnknownStreamError
 from .kinds import NETWORK, Kind
 from .neuron import Neuron, NeuronType, Port, matrix_entries
@@ -242,3 +243,13 @@ class Program:
 
     def __repr__(self) -> str:
         return f"Program({len(self._neurons)} neurons, {len(self._links)} links, kinds {sorted(self._kinds)})"
+
+    def _repr_html_(self) -> str:
+        """For notebooks: one row per neuron (type, inputs, outputs, number of incoming links)."""
+        fan_in: dict[str, int] = {}
+        for src, dst in self._links:
+            fan_in[dst.split(".")[0]] = fan_in.get(dst.split(".")[0], 0) + 1
+        rows = [(n, repr(v.type), ", ".join(f"{p.name}: {p.kind.name}" for p in v.type.inputs),
+                 ", ".join(f"{p.name}: {p.kind.name}" for p in v.type.outputs), fan_in.get(n, 0))
+                for n, v in self._neurons.items()]
+        return html_table(repr(self), ("neuron", "type", "inputs", "outputs", "links in"), rows)

@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from .display import html_table
 from .errors import UnknownStreamError
 from .kinds import Kind
 
@@ -42,7 +43,12 @@ class Recorded:
     def __getitem__(self, stream: str) -> Any:
         try:
             return self._records[stream]
-        except KeyError:
+        except (KeyError, TypeError):
+            ports = [n for n in self._records if isinstance(stream, str) and n.split(".")[0] == stream]
+            if ports:
+                raise UnknownStreamError(
+                    f"{stream!r} is a neuron, not a stream: name one of its recorded ports {ports[:8]}"
+                ) from None
             raise UnknownStreamError(
                 f"stream {stream!r} was not recorded (recorded: {self.names[:8]}{'...' if len(self.names) > 8 else ''}); "
                 "pass record=[...] or record='all' to run"
@@ -98,4 +104,21 @@ class Trace(Recorded):
         return [dict(zip(kind.labels, map(float, row))) for row in values]
 
     def __repr__(self) -> str:
-        return f"Trace({self.steps} cycles from {self.first_cycle} + 1, streams {self.names[:6]}{'...' if len(self) > 6 else ''})"
+        first = self.first_cycle
+        span = f"cycles {int(first) + 1}..{int(first) + self.steps}" if _is_int(first) else f"{self.steps} cycles"
+        more = f" (+{len(self) - 6} more)" if len(self) > 6 else ""
+        return f"Trace({span}, {len(self)} streams {self.names[:6]}{more})"
+
+    def summary(self) -> list[tuple[str, str, tuple[int, ...], str]]:
+        """One row per recorded stream: (name, kind name, shape of one value, dtype)."""
+        return [(n, self.kinds[n].name if n in self.kinds else "?", tuple(np.shape(v)[1:]), str(getattr(v, "dtype", "?")))
+                for n, v in self._records.items()]
+
+    def _repr_html_(self) -> str:
+        """A compact table for notebooks: the cycles covered, then each stream's kind, shape and dtype. (An inline
+        plot: `dmm.plot.plot_trace(trace)` returns a matplotlib Figure, which notebooks draw.)"""
+        return html_table(repr(self).split(",")[0] + ")", ("stream", "kind", "shape", "dtype"), self.summary())
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) or (isinstance(x, np.ndarray) and x.shape == ())

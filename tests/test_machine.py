@@ -358,3 +358,51 @@ def test_network_entry_errors_name_the_neuron():
     q.add("e", neurons.edit_channel({2: {("self.out", "nobody.in"): 1.0}}))
     with pytest.raises(dmm.ProgramError, match=r"neurons \['e'\]\): no network entry 'self.out' -> 'nobody.in'"):
         dmm.compile(q)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_16_bit_streams_sum_the_down_movement_in_float32(dtype):
+    """4096 ones into one input: summed in the stream's own 8-bit (bfloat16) mantissa the total would stall at 256;
+    summed in float32 and rounded once it is exactly 4096 (representable in both)."""
+    p = dmm.Program()
+    p.add("s", neurons.sink(["in"]))
+    for i in range(4096):
+        p.add(f"c{i}", neurons.const(1.0))
+        p.link(f"c{i}.out", "s.in", 1.0)
+    for backend in ("dense", "sparse"):
+        t = dmm.compile(p, dtype=dtype, backend=backend).run(2, record=["s.in"])
+        assert t["s.in"].dtype == dtype and t["s.in"].astype(np.float32).tolist() == [0.0, 4096.0]
+
+
+def test_bfloat16_runs_close_to_float32():
+    m32, m16 = recurrent(), recurrent(dtype=jnp.bfloat16)
+    xs = np.random.default_rng(2).normal(size=(12, 2))
+    a, b = m32.run(12, inputs={"src.out": xs})["out.y"], m16.run(12, inputs={"src.out": xs})["out.y"]
+    np.testing.assert_allclose(b.astype(np.float32), a, atol=0.1)  # bfloat16 keeps about 3 significant digits
+
+
+def test_non_finite_weights_and_edits_are_refused_with_the_entry_named():
+    m = dmm.compile(counter())
+    for bad in (float("nan"), float("inf"), "x"):
+        with pytest.raises(dmm.ProgramError, match="'one.out' -> 'cnt.delta'"):
+            m.set_weights({("one.out", "cnt.delta"): bad})
+    grad = jax.grad(lambda w: m.run(3, params=m.set_weights({("one.out", "cnt.delta"): w}))["cnt.out"].sum())(1.0)
+    assert float(grad) == 3.0  # traced values pass through unchecked; the counts are 0, w, 2w, so d(sum)/dw = 3
+
+
+def test_a_neuron_name_given_for_a_stream_names_its_recorded_ports():
+    t = dmm.compile(counter()).run(3)
+    with pytest.raises(dmm.UnknownStreamError, match=r"'cnt' is a neuron, not a stream: .*\['cnt.out'\]"):
+        t["cnt"]
+
+
+def test_notebook_displays_are_compact_tables():
+    p = counter()
+    m = dmm.compile(p)
+    t = m.run(30)
+    assert repr(t) == "Trace(cycles 1..30, 2 streams ['one.out', 'cnt.out'])"
+    assert repr(m.run(5, state=t.state)).startswith("Trace(cycles 31..35,")
+    html = t._repr_html_()
+    assert html.count("<tr>") == 3 and "cnt.out" in html and "float32" in html
+    assert p._repr_html_().count("<tr>") == 3 and "accum: number, delta: number" in p._repr_html_()
+    assert "2 x 2" in m._repr_html_() and repr(m).startswith("Machine(2 neurons in 2 groups, 2 links")

@@ -23,6 +23,12 @@ import numpy as np
 from ..errors import ProgramError
 
 
+def accumulation_dtype(dtype: Any) -> Any:
+    """The dtype the down movement sums in for streams of `dtype`: float32 for the 16-bit floats (bfloat16,
+    float16), the dtype itself for float32 and float64. Each product is then rounded once to the stream dtype."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 class Block:
     """One kind's block as a backend laid it out.
 
@@ -79,7 +85,8 @@ class Backend:
         raise NotImplementedError
 
     def product(self, values: jax.Array, tables: Any, y: jax.Array, precision: Any) -> jax.Array:
-        """X = W·Y for W given by `values` and the block's `tables`; y of shape (N, F), X of shape (M, F)."""
+        """X = W·Y for W given by `values` and the block's `tables`; y of shape (N, F), X of shape (M, F) in y's
+        dtype, summed in `accumulation_dtype` (float32 for 16-bit streams)."""
         raise NotImplementedError
 
     def prefers(self, shape: tuple[int, int], links: int) -> bool:

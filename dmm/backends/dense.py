@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from .base import Backend, Block, register_backend
+from .base import Backend, Block, accumulation_dtype, register_backend
 
 
 class Dense(Backend):
@@ -26,7 +26,8 @@ class Dense(Backend):
         return tuple(np.indices(block.shape))
 
     def product(self, values, tables, y, precision):
-        return jnp.matmul(values, y, precision=precision)
+        acc = accumulation_dtype(y.dtype)
+        return jnp.matmul(values, y, precision=precision, preferred_element_type=acc).astype(y.dtype)
 
     def position(self, block, i, j):
         m, n = block.shape

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .base import Backend, Block, register_backend
+from .base import Backend, Block, accumulation_dtype, register_backend
 
 
 class EllTables(NamedTuple):
@@ -118,7 +118,8 @@ class Ell(Backend):
         return block.links
 
     def product(self, values, tables, y, precision):
-        return ell_matmul(values, tables, y)
+        acc = accumulation_dtype(y.dtype)
+        return ell_matmul(values.astype(acc), tables, y.astype(acc)).astype(y.dtype)
 
     def prefers(self, shape, links):
         entries = shape[0] * shape[1]
