@@ -16,7 +16,7 @@ import numpy as np
 from dmm import NUMBER, Kind, Neuron, ProgramError, make_type, neuron_type
 
 from . import functional as F
-from .softmax import _check_kind
+from .kinds import check_kind
 
 
 def _check_eps(eps: float, where: str) -> None:
@@ -38,8 +38,8 @@ def linear_attention(
     φ = `feature` ("elu1" = elu + 1, "dpfp" with ν = `nu`, "identity"). The state is constant in size.
     """
     where = "linear_attention"
-    _check_kind(key_kind, "key_kind", where, 1)
-    _check_kind(value_kind, "value_kind", where, 1)
+    check_kind(key_kind, "key_kind", where, 1)
+    check_kind(value_kind, "value_kind", where, 1)
     _check_eps(eps, where)
     phi, dim = F.feature_map(feature, nu, where)
     state = Kind(f"linear_attention_{dim(key_kind.size)}x{value_kind.size + 1}", (dim(key_kind.size), value_kind.size + 1))
@@ -62,8 +62,8 @@ def linear_matrix_attention(
     Inputs `q`, `k` (`q_kind`, (L, d_k)), `v` (`v_kind`, (L, d_v)); output `out` (`v_kind`).
     """
     where = "linear_matrix_attention"
-    _check_kind(q_kind, "q_kind", where, 2)
-    _check_kind(v_kind, "v_kind", where, 2)
+    check_kind(q_kind, "q_kind", where, 2)
+    check_kind(v_kind, "v_kind", where, 2)
     if q_kind.shape[0] != v_kind.shape[0]:
         raise ProgramError(f"{where}: q_kind {q_kind.shape} and v_kind {v_kind.shape} need the same length L")
     _check_eps(eps, where)
@@ -88,8 +88,8 @@ def delta_rule(key_kind: Kind, value_kind: Kind, feature: str = "elu1", nu: int 
     Unlike the sum rule (linear attention), it can overwrite the value stored under a repeated key.
     """
     where = "delta_rule"
-    _check_kind(key_kind, "key_kind", where, 1)
-    _check_kind(value_kind, "value_kind", where, 1)
+    check_kind(key_kind, "key_kind", where, 1)
+    check_kind(value_kind, "value_kind", where, 1)
     phi, dim = F.feature_map(feature, nu, where)
     state = Kind(f"fast_weights_{value_kind.size}x{dim(key_kind.size)}", (value_kind.size, dim(key_kind.size)))
 
@@ -122,8 +122,8 @@ def srwm_type(in_kind: Kind, out_kind: Kind, rates: int = 4):
     with one learning rate (`rates` = 1) or one per row block y, q, k, β (`rates` = 4, the official code).
     """
     where = "srwm"
-    _check_kind(in_kind, "in_kind", where, 1)
-    _check_kind(out_kind, "out_kind", where, 1)
+    check_kind(in_kind, "in_kind", where, 1)
+    check_kind(out_kind, "out_kind", where, 1)
     if rates not in (1, 4):
         raise ProgramError(f"{where}: rates must be 1 or 4, not {rates!r}")
     state = srwm_kind(in_kind, out_kind, rates)

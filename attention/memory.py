@@ -25,7 +25,7 @@ from dmm import (
 )
 
 from .mechanisms import mechanism as resolve
-from .softmax import _check_kind
+from .kinds import check_kind
 
 
 def add_with_state(program: Program, name: str, neuron: Neuron | NeuronType, *, initial: Mapping[str, Any] | None = None) -> None:
@@ -65,8 +65,8 @@ def kv_memory(
     write decision. Link `state` -> `state_in` with weight 1 (`add_with_state`).
     """
     where = "kv_memory"
-    _check_kind(key_kind, "key_kind", where, 1)
-    _check_kind(value_kind, "value_kind", where, 1)
+    check_kind(key_kind, "key_kind", where, 1)
+    check_kind(value_kind, "value_kind", where, 1)
     if not isinstance(capacity, int) or capacity < 1:
         raise ProgramError(f"{where}: capacity must be an int >= 1, not {capacity!r}")
     mech = resolve(mechanism, options, where)

@@ -5,8 +5,8 @@
 - `matrix_attention`: Q, K, V as (L × d) matrix-kind streams, single- or multi-head, optional causal mask; equal to
   `jax.nn.dot_product_attention` with the softmax mechanism.
 
-Both take ``mechanism=`` ("softmax", "race", "oscillator", "rate") and ``options=`` (see `attention.mechanisms`);
-softmax is computed in the max-subtracted form.
+Both take ``mechanism=`` ("softmax", "race", "oscillator", "rate" or a registered name) and ``options=`` (see
+`attention.mechanisms`); softmax is computed in the max-subtracted form.
 """
 
 from __future__ import annotations
@@ -19,15 +19,8 @@ import jax.numpy as jnp
 from dmm import Kind, ProgramError, make_type, neuron_type
 
 from .functional import dot_product_attention
+from .kinds import check_kind
 from .mechanisms import mechanism as resolve
-
-
-def _check_kind(kind: Any, what: str, where: str, ndim: int | None = None) -> Kind:
-    if not isinstance(kind, Kind) or kind.shape is None:
-        raise ProgramError(f"{where}: {what} must be a Kind with a shape, not {kind!r}")
-    if ndim is not None and len(kind.shape) != ndim:
-        raise ProgramError(f"{where}: {what} {kind!r} must have {ndim} dimension(s), not shape {kind.shape}")
-    return kind
 
 
 @neuron_type("attention")
@@ -48,8 +41,8 @@ def attention(
     with ⟨·,·⟩ summing over every entry of the key kind and `scale` defaulting to 1/√(key size).
     """
     where = "attention"
-    _check_kind(key_kind, "key_kind", where)
-    _check_kind(value_kind, "value_kind", where)
+    check_kind(key_kind, "key_kind", where)
+    check_kind(value_kind, "value_kind", where)
     if not isinstance(n, int) or n < 1:
         raise ProgramError(f"{where}: n must be an int >= 1, not {n!r}")
     mech = resolve(mechanism, options, where)
@@ -87,9 +80,9 @@ def matrix_attention(
     this equals `jax.nn.dot_product_attention` on (1, L, H, d/H) reshapes.
     """
     where = "matrix_attention"
-    q_kind = _check_kind(q_kind, "q_kind", where, 2)
-    k_kind = _check_kind(q_kind if k_kind is None else k_kind, "k_kind", where, 2)
-    v_kind = _check_kind(k_kind if v_kind is None else v_kind, "v_kind", where, 2)
+    q_kind = check_kind(q_kind, "q_kind", where, 2)
+    k_kind = check_kind(q_kind if k_kind is None else k_kind, "k_kind", where, 2)
+    v_kind = check_kind(k_kind if v_kind is None else v_kind, "v_kind", where, 2)
     (lq, dk), (lk, dk2), (lv, dv) = q_kind.shape, k_kind.shape, v_kind.shape
     if dk2 != dk or lv != lk:
         raise ProgramError(
@@ -102,7 +95,7 @@ def matrix_attention(
         if v_kind.shape != (lq, dv):
             raise ProgramError(f"{where}: the output has shape {(lq, dv)}, not v_kind's {v_kind.shape}: give out_kind")
         out_kind = v_kind
-    out_kind = _check_kind(out_kind, "out_kind", where, 2)
+    out_kind = check_kind(out_kind, "out_kind", where, 2)
     if out_kind.shape != (lq, dv):
         raise ProgramError(f"{where}: out_kind {out_kind!r} must have shape {(lq, dv)}")
     mech = resolve(mechanism, options, where)
@@ -124,7 +117,7 @@ def attention_weights(kind: Kind, scale: float = 1.0, mechanism: str = "softmax"
     so a network can route candidate scores in and the weights out through W, and swap the mechanism.
     """
     where = "attention_weights"
-    _check_kind(kind, "kind", where, 1)
+    check_kind(kind, "kind", where, 1)
     mech = resolve(mechanism, options, where)
     s = float(scale)
 

@@ -1,12 +1,17 @@
-"""The bridge-study measurements (attention/bridge.py)."""
+"""The bridge-study measurements (benchmarks/bridge_study.py, a script outside the installed packages)."""
 
+import importlib.util
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attention import bridge as B
+# loaded from its file: the benchmarks folder is not put on sys.path, where its attention.py would shadow the package
+_spec = importlib.util.spec_from_file_location("bridge_study", Path(__file__).resolve().parent.parent / "benchmarks" / "bridge_study.py")
+B = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(B)
 
 
 def test_fits_recover_known_rates():

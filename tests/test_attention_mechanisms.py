@@ -1,4 +1,4 @@
-"""Softmax and its biologically oriented replacements (attention/mechanisms.py)."""
+"""Softmax and its biologically oriented replacements (attention/mechanisms/)."""
 
 import math
 
@@ -162,3 +162,59 @@ def test_mechanism_resolution_and_errors():
     ]:
         with pytest.raises(dmm.ProgramError, match=msg):
             mechanism(name, opts, "here")
+
+
+def test_mechanisms_are_validated_frozen_dataclasses():
+    import dataclasses
+
+    from attention import MECHANISMS, Oscillator, Race, Rate, Softmax, registered_mechanisms
+
+    assert [registered_mechanisms()[n] for n in MECHANISMS] == [Softmax, Race, Oscillator, Rate]
+    r = Race(cycles=8)
+    assert r == mechanism("race", {"cycles": 8}) and r.options == {"cycles": 8, "grad": "expectation", "temperature": 0.5}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.cycles = 9
+    for make, msg in [(lambda: Race(cycles=0), "mechanism 'race': cycles must be an int >= 1, not 0"),
+                      (lambda: Rate(inhibition=0.0), "mechanism 'rate': inhibition must be in"),
+                      (lambda: Oscillator(time=-1.0), "mechanism 'oscillator': time must be a positive number")]:
+        with pytest.raises(dmm.ProgramError, match=msg):
+            make()
+    # each mechanism declares what it converges to; the oscillator's limit is its exact flow, masks respected
+    u = jnp.asarray(U8)
+    np.testing.assert_allclose(Rate().limit_weights(u), np_softmax(U8), rtol=1e-5)
+    osc = Oscillator(offset=0.05)
+    np.testing.assert_allclose(oscillator_weights(u, steps=4000, offset=0.05), osc.limit_weights(u), atol=1e-3)
+    mask = jnp.asarray(U8 < 1.0)
+    lim = osc.limit_weights(u, mask)
+    assert float(lim[3]) == 0.0 and abs(float(lim.sum()) - 1) < 1e-6
+
+
+def test_a_mechanism_registered_from_outside_drives_the_neurons():
+    import dataclasses
+
+    import neurons
+    from attention import POSITIVE, Mechanism, attention_weights, option, register_mechanism
+
+    @register_mechanism("test_power")
+    @dataclasses.dataclass(frozen=True)
+    class Power(Mechanism):
+        """w ∝ softmax(u)^power."""
+
+        power: float = option(2.0, POSITIVE)
+
+        def weights(self, logits, mask=None, key=None):
+            return softmax_weights(self.power * logits, mask)
+
+    assert mechanism("test_power", {"power": 3.0}).power == 3.0
+    with pytest.raises(dmm.ProgramError, match="here: mechanism 'test_power': power must be a positive number"):
+        mechanism("test_power", {"power": -1.0}, "here")
+    with pytest.raises(dmm.ProgramError, match="already registered"):
+        register_mechanism("race")(Power)
+    kind = dmm.Kind("cands", (4,))
+    s = np.array([0.3, -1.0, 1.2, 0.0], np.float32)
+    p = dmm.Program()
+    p.add("s", neurons.const(s, kind))
+    p.add("w", attention_weights(kind, mechanism="test_power", options={"power": 3.0}))
+    p.link("s.out", "w.scores", 1.0)
+    w = dmm.compile(p).run(2, record=["w.weights"])["w.weights"][1]
+    np.testing.assert_allclose(w, np_softmax(3.0 * s), rtol=1e-5)

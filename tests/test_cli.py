@@ -15,6 +15,8 @@ import dmm.files
 import neurons
 import programs
 from dmm import cli
+from dmm.cli import args as cli_args
+from dmm.cli import run as cli_run
 
 
 @pytest.fixture(autouse=True)
@@ -70,20 +72,20 @@ def test_run_a_registered_program_with_args(capsys):
 
 def test_run_converts_args_to_the_declared_types():
     fn = programs.duplicate_detector
-    assert cli._program_args("d", fn, ["every=3", "clip=none", "text=42"]) == {"every": 3, "clip": None, "text": "42"}
-    assert cli._program_args("d", fn, ["clip=4"]) == {"clip": 4.0}
-    assert cli._program_args("d", fn, ["text=a, b.c"]) == {"text": "a, b.c"}
+    assert cli_args.program_args("d", fn, ["every=3", "clip=none", "text=42"]) == {"every": 3, "clip": None, "text": "42"}
+    assert cli_args.program_args("d", fn, ["clip=4"]) == {"clip": 4.0}
+    assert cli_args.program_args("d", fn, ["text=a, b.c"]) == {"text": "a, b.c"}
 
     def sample(n: int, flag: bool = False, sizes: tuple[int, ...] = (), table: dict[int, float] | None = None):
         """a test program"""
 
-    got = cli._program_args("s", sample, ["n=2", "flag=yes", "sizes=[1,2]", 'table={"3": 0.5}'])
+    got = cli_args.program_args("s", sample, ["n=2", "flag=yes", "sizes=[1,2]", 'table={"3": 0.5}'])
     assert got == {"n": 2, "flag": True, "sizes": (1, 2), "table": {3: 0.5}}
-    assert cli._program_args("s", sample, ["n=1", "sizes=4,5"])["sizes"] == (4, 5)
-    with pytest.raises(cli.CLIError, match="needs --arg n=VALUE"):
-        cli._program_args("s", sample, [])
-    with pytest.raises(cli.CLIError, match="expected an integer"):
-        cli._program_args("s", sample, ["n=1.5"])
+    assert cli_args.program_args("s", sample, ["n=1", "sizes=4,5"])["sizes"] == (4, 5)
+    with pytest.raises(cli_args.CLIError, match="needs --arg n=VALUE"):
+        cli_args.program_args("s", sample, [])
+    with pytest.raises(cli_args.CLIError, match="expected an integer"):
+        cli_args.program_args("s", sample, ["n=1.5"])
 
 
 def test_run_a_program_file_with_inputs_and_a_selection(capsys):
@@ -111,12 +113,12 @@ def test_run_saves_the_program_it_built(capsys):
 
 
 def test_long_runs_go_in_chunks_with_progress_and_the_same_trace(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "CHUNK_MIN_STEPS", 10)
+    monkeypatch.setattr(cli_run, "CHUNK_MIN_STEPS", 10)
     m = dmm.compile(counter_program())
     xs = np.random.default_rng(0).normal(size=25).astype(np.float32)
     seen = []
-    chunked = cli.run_program(m, 25, inputs={"src.out": xs}, record="all", key=jax.random.key(0),
-                              report=lambda done, total, s: seen.append((done, total)))
+    chunked = cli_run.run_program(m, 25, inputs={"src.out": xs}, record="all", key=jax.random.key(0),
+                                  report=lambda done, total, s: seen.append((done, total)))
     whole = m.run(25, inputs={"src.out": xs}, record="all")
     assert seen == [(3 * i, 25) for i in range(1, 9)] + [(25, 25)]
     assert chunked.first_cycle == 0 and chunked.names == whole.names
@@ -208,6 +210,17 @@ def test_programs_lists_the_registry(capsys):
         assert first[:20] in line
     rc, out, _ = dmm_cmd(capsys, "programs", "-v")
     assert "duplicate_detector(text='test string.', every=10, clip=None)" in out
+
+
+def test_programs_come_from_the_entry_point_group_and_help_stays_light():
+    code = ("import sys, dmm; from dmm import cli; rc = cli.main(['--help']); "
+            "print(sorted(m for m in ('matplotlib', 'optax', 'programs') if m in sys.modules)); "
+            "print('duplicate_detector' in dmm.registered_programs(), 'programs' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
+    assert out.splitlines()[-2:] == ["[]", "True True"]
+    assert dmm.registered_programs() == programs.registry()
+    with pytest.raises(dmm.ProgramError, match="registered twice"):
+        dmm.register_program(programs.duplicate_detector)
 
 
 def test_demo_explains_and_draws(capsys):

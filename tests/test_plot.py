@@ -48,6 +48,24 @@ def test_format_value():
     m[0, 1], m[1, 2] = 3, -1
     assert plot.format_value(m) == "2x3 {[0,1]: 3, [1,2]: -1}"
     assert plot.format_value(np.ones((2, 2)), max_items=2) == "2x2 {[0,0]: 1, [0,1]: 1, … +2}"
+    assert plot.format_value(np.arange(10.0), width=8) == "[0 1 2 …"
+
+
+def test_text_tables():
+    tr = sample_trace(first_cycle=20)
+    rows = plot.window(tr, None)
+    # r.out changes at every row: a clock, not counted while another stream is shown
+    kept, clocks = plot.changed_rows(tr, ["r.out", "self.out"], rows)
+    assert kept.tolist() == [0, 3, 7] and clocks == ["r.out"]
+    kept, clocks = plot.changed_rows(tr, ["r.out"], rows)
+    assert kept.tolist() == rows.tolist() and clocks == []
+    assert plot.trace_table(tr, ["r.out", "k.out"], rows[:2]) == [
+        "", "cycle  r.out  k.out", "   21  1      {}", "   22  2      {'a': 1}"]
+    assert plot.trace_table(tr, ["r.out", "k.out"], rows[:2], columns=15) == [  # one block per stream
+        "", "cycle  r.out", "   21  1", "   22  2", "", "cycle  k.out", "   21  {}", "   22  {'a': 1}"]
+    lines = plot.stream_list(tr, ["k.out"], rows)
+    assert lines[0] == "" and lines[1].split() == ["stream", "kind", "shape", "min", "max", "at", "cycle", "30"]
+    assert lines[2].split() == ["k.out", "chars", "(keyed)", "(3,)", "0", "9", "{'a':", "9,", "'.':", "0.5}"]
 
 
 def test_panels_choose_a_picture_per_stream():

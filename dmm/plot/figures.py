@@ -1,5 +1,4 @@
-"""Pictures and text of traces: `plot_trace` (matplotlib, the ``plot`` extra) and `format_value` (one value as
-text, for tables).
+"""Pictures of traces: `plot_trace` (matplotlib, the ``plot`` extra) and the `panels` it draws.
 
 A figure is made of *panels*, chosen per stream so that a person sees the dynamics at a glance:
 
@@ -23,45 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from dmm import DMMError, Kind, Trace, UnknownStreamError
+from dmm import Trace
+
+from .selection import select_streams, window
+from .tables import format_value
 
 
 EXTRA_HINT = "plotting needs matplotlib: pip install 'dmm[plot]' (in a checkout: pip install -e '.[plot]')"
 MAX_ROWS = 48  # heatmap rows kept for long vectors / changing matrix entries
 MAX_LINES = 6  # an unlabelled vector up to this size is drawn as lines
 MAX_PANELS = 24
-
-
-# ------------------------------------------------------------------------------------------------- text
-def format_number(x: float, digits: int = 4) -> str:
-    """A number in at most `digits` significant digits (``2`` for 2.0, ``0.5``, ``1e-07``)."""
-    s = f"{float(x):.{digits}g}"
-    return "0" if s == "-0" else s
-
-
-def format_value(value: Any, kind: Kind | None = None, digits: int = 4, max_items: int = 8) -> str:
-    """One value of a stream as text: a number; a keyed vector as ``{label: value}`` (zero entries left out, ``{}``
-    when all are zero); another vector as ``[a b c ...]``; a matrix as ``MxN {[i,j]: value, ...}`` (nonzero
-    entries). At most `max_items` entries are written, then ``… +n``."""
-    v = np.asarray(value, np.float64)
-    num = lambda x: format_number(x, digits)  # noqa: E731
-
-    def cut(items: list[str], total: int) -> str:
-        more = f", … +{total - max_items}" if total > max_items else ""
-        return ", ".join(items[:max_items]) + more
-
-    if v.ndim == 0:
-        return num(v)
-    if v.ndim == 1 and kind is not None and kind.labels is not None:
-        nz = [(lab, x) for lab, x in zip(kind.labels, v) if x != 0]
-        return "{" + cut([f"{lab!r}: {num(x)}" for lab, x in nz], len(nz)) + "}"
-    if v.ndim == 1:
-        more = f" … +{len(v) - max_items}" if len(v) > max_items else ""
-        return "[" + " ".join(num(x) for x in v[:max_items]) + more + "]"
-    if v.ndim == 2:
-        idx = list(zip(*np.nonzero(v)))
-        return f"{v.shape[0]}x{v.shape[1]} {{" + cut([f"[{i},{j}]: {num(v[i, j])}" for i, j in idx], len(idx)) + "}"
-    return f"array {v.shape}, max |x| {num(np.abs(v).max()) if v.size else 0}"
 
 
 # ------------------------------------------------------------------------------------------------ panels
@@ -82,39 +52,6 @@ class Panel:
     values: np.ndarray
     labels: tuple[str, ...] = ()
     frame_cycles: tuple[int, ...] = ()
-
-
-def select_streams(trace: Trace, streams: Sequence[str] | None) -> list[str]:
-    """Resolve stream names or neuron names (every recorded port of the neuron) against a trace, in order."""
-    if not streams:
-        return trace.names
-    out: list[str] = []
-    for s in streams:
-        if s in trace:
-            out.append(s)
-            continue
-        ports = [n for n in trace.names if n.split(".")[0] == s] if "." not in s else []
-        if not ports:
-            shown = ", ".join(trace.names[:12]) + (", …" if len(trace) > 12 else "")
-            raise UnknownStreamError(f"unknown stream {s!r}: the trace holds {shown}")
-        out.extend(ports)
-    return list(dict.fromkeys(out))
-
-
-def window(trace: Trace, cycles: tuple[int | None, int | None] | None) -> np.ndarray:
-    """Row indices of the trace for the cycles ``(first, last)`` (inclusive; None = open end)."""
-    c = trace.cycles
-    lo, hi = cycles if cycles is not None else (None, None)
-    keep = np.ones(len(c), bool)
-    if lo is not None:
-        keep &= c >= lo
-    if hi is not None:
-        keep &= c <= hi
-    rows = np.flatnonzero(keep)
-    if len(rows) == 0:
-        span = f"{c[0]}..{c[-1]}" if len(c) else "none"
-        raise DMMError(f"no cycles in {lo if lo is not None else ''}:{hi if hi is not None else ''} (the trace has cycles {span})")
-    return rows
 
 
 def _changing(flat: np.ndarray, limit: int) -> np.ndarray:

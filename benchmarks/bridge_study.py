@@ -9,7 +9,7 @@ errors per problem:
 
 averaged over the problems, with the time per call (per problem, amortised over a jitted batch). `sweep` varies
 one parameter; `fit_power_law` and `fit_geometric` fit the convergence rate. `benchmarks/bridge.py` runs the study
-and writes `docs/bridge.md`.
+and writes `docs/bridge.md`. A script next to the benchmarks, not part of the installed packages.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .mechanisms import mechanism as resolve
-from .mechanisms import softmax_weights
+from attention import Mechanism, softmax_weights
+from attention import mechanism as resolve
 
 
 class Problems(NamedTuple):
@@ -53,17 +53,10 @@ def output_error(w: jax.Array, p: jax.Array, values: jax.Array) -> jax.Array:
 
 
 def limit_weights(name: str, options: Mapping[str, Any], logits: jax.Array) -> jax.Array:
-    """What a mechanism converges to as its count parameter grows (K cycles or S steps), other options fixed.
-
-    Softmax for the race (K → ∞) and for rate competition (S → ∞). For the oscillator (S → ∞) it is the exact
-    continuous-time flow: w ∝ c with c_j = σ(g u_j + log a), a = tan²(ε/2), g = coupling, ε = offset, σ the
-    logistic function, a *saturating* normalisation that equals softmax(g u) only while every g u_j ≪ -log a.
-    """
-    if name != "oscillator":
-        return softmax_weights(logits)
-    opts = resolve(name, options, "bridge").options
-    c = jax.nn.sigmoid(opts["coupling"] * logits + 2.0 * math.log(math.tan(0.5 * opts["offset"])))
-    return c / jnp.sum(c, axis=-1, keepdims=True)
+    """What mechanism `name` with `options` converges to as its count parameter grows (K cycles or S steps), other
+    options fixed: its `Mechanism.limit_weights` (softmax for the race and rate competition, the exact phase flow
+    for the oscillator). `logits` (..., n) float; returns weights (..., n)."""
+    return resolve(name, options, "bridge").limit_weights(logits)
 
 
 def synchronised_limit(logits: jax.Array) -> jax.Array:
@@ -92,22 +85,16 @@ class Measurement(NamedTuple):
     us_per_call: float
 
 
-def _compiled(name: str, options: Mapping[str, Any]):
-    """(weights(u, key), metrics(u, values, key)) for a batch of problems, each one jitted function (cached)."""
-    return _compiled_cached(name, tuple(sorted(options.items())))
-
-
 @functools.lru_cache(maxsize=64)
-def _compiled_cached(name: str, frozen: tuple):
-    options = dict(frozen)
-    mech = resolve(name, options, "bridge")
+def _compiled(mech: Mechanism):
+    """(weights(u, key), metrics(u, values, key)) for a batch of problems, each one jitted function (cached)."""
 
     def weights(u, key):
         keys = jax.random.split(key, u.shape[0])
         return jax.vmap(lambda uu, kk: mech.weights(uu, None, kk))(u, keys)
 
     def metrics(u, values, key):
-        w, p, limit = weights(u, key), softmax_weights(u), limit_weights(name, options, u)
+        w, p, limit = weights(u, key), softmax_weights(u), mech.limit_weights(u)
         return tv_distance(w, p), output_error(w, p, values), tv_distance(w, limit), tv_distance(limit, p)
 
     return jax.jit(weights), jax.jit(metrics)
@@ -140,7 +127,7 @@ def measure(
     `repeats` runs of one jitted batch of `timing_batch` problems, divided by the batch size (NaN if `repeats` is
     0: no timing).
     """
-    f, metrics = _compiled(name, options)
+    f, metrics = _compiled(resolve(name, options, "bridge"))
     u_all = beta * probs.scores
     count = u_all.shape[0]
     parts = [metrics(u_all[s : s + chunk], probs.values[s : s + chunk], jax.random.fold_in(key, i))

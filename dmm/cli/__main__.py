@@ -1,0 +1,7 @@
+"""``python -m dmm.cli``: the ``dmm`` command."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())
