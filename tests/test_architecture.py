@@ -54,6 +54,8 @@ def layer(module: str) -> str:
     parts = module.split(".")
     if parts[0] != "dmm":
         return parts[0]
+    if module == "dmm.__main__":  # `python -m dmm` is the command line
+        return "cli"
     return parts[1] if len(parts) > 1 and parts[1] in UPPER else "core"
 
 

@@ -2,6 +2,7 @@
 the canonical detector trace, every program of the registry through run + show + plot, and every error path
 (exit status 2, one line on stderr, no traceback)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -306,3 +307,42 @@ def test_help_and_version(capsys):
     assert rc == 0 and all(c in out for c in ("run", "show", "plot", "programs", "demo"))
     rc, out, _ = dmm_cmd(capsys, "--version")
     assert rc == 0 and out.strip() == f"dmm {dmm.__version__}"
+
+
+LEAKY = '''
+import dmm
+
+@dmm.neuron_type("leaky_gate_cli_test")
+def leaky(rate: float = 0.5):
+    """y.out = rate * x.in."""
+    return dmm.make_type({"in": dmm.NUMBER}, {"out": dmm.NUMBER}, fn=lambda p, x, ctx: {"out": rate * x["in"]})
+'''
+
+
+def test_a_program_with_a_custom_neuron_type_runs_from_the_command_line_two_ways(tmp_path):
+    """With ``--import MODULE`` (``python -m dmm`` here), and with no option at all once the module is declared in
+    the ``dmm.neurons`` entry-point group (a dist-info folder on the path, as an installed package would have)."""
+    (tmp_path / "leaky.py").write_text(LEAKY)
+    build = ("import dmm, dmm.files, neurons, leaky\n"
+             "p = dmm.Program(); p.add('one', neurons.const(1.0)); p.add('g', leaky.leaky(0.25))\n"
+             "p.link('one.out', 'g.in', 1.0); dmm.files.save_program(p, 'leaky_prog')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", build], cwd=tmp_path, env=env, check=True)
+    plain = subprocess.run([sys.executable, "-m", "dmm", "run", "leaky_prog.json", "--steps", "3"], cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert plain.returncode == 2 and "leaky_gate_cli_test" in plain.stderr
+    run = [sys.executable, "-m", "dmm", "--import", "leaky", "run", "leaky_prog.json", "--steps", "3", "--out", "a.npz"]
+    first = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert dmm.files.load_trace(tmp_path / "a.npz")["g.out"].tolist() == [0.0, 0.25, 0.25]
+    info = tmp_path / "leakypkg-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: leakypkg\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[dmm.neurons]\nleaky = leaky\n")
+    second = subprocess.run([sys.executable, "-m", "dmm", "run", "leaky_prog.json", "--steps", "3", "--out", "b.npz"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert dmm.files.load_trace(tmp_path / "b.npz")["g.out"].tolist() == [0.0, 0.25, 0.25]
+    bad = subprocess.run([sys.executable, "-m", "dmm", "--import", "no_such_module_x", "programs"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no_such_module_x" in bad.stderr

@@ -4,6 +4,7 @@ progress on stderr (`Status`) and what an exception leaving a command becomes (`
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import typing
@@ -60,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dmm", description="Dataflow matrix machines in JAX: run programs, inspect and plot traces.")
     parser.add_argument("--version", action="version", version=f"dmm {dmm.__version__}")
     parser.add_argument("--traceback", action="store_true", help="show the Python traceback of an unexpected error")
+    parser.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="import MODULE first (repeatable), e.g. the module that defines a program file's custom neuron types",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in COMMANDS:
         module.add_command(commands)
@@ -78,10 +83,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.status = status
         if args.command is None:
             raise CLIError("choose a command: demo, programs, run, show, plot (dmm --help)")
+        for module in args.imports:
+            _import(module)
         return int(args.func(args) or 0)
     except BaseException as e:
         status.clear()
         return _failure(e, args)
+
+
+def _import(module: str) -> None:
+    """Import a module named by ``--import`` (its neuron types and programs register themselves)."""
+    if os.getcwd() not in sys.path:  # a module beside the files it serves, as `python -m` would find it
+        sys.path.insert(0, os.getcwd())
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise CLIError(f"--import {module}: cannot import it ({e})") from None
 
 
 def _failure(e: BaseException, args: argparse.Namespace | None) -> int:
