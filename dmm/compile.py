@@ -67,22 +67,17 @@ def compile(
     row_ix = {k: {s: i for i, s in enumerate(r)} for k, r in lay.rows.items()}
     col_ix = {k: {s: j for j, s in enumerate(c)} for k, c in lay.cols.items()}
     kind_of = {s: k for k, c in lay.cols.items() for s in c}
-    edges: dict[str, tuple[list[int], list[int], list[float], list[bool]]] = {k: ([], [], [], []) for k in lay.kinds}
-    for link in program.links:
-        k = kind_of[link.src]
-        e = edges[k]
-        e[0].append(row_ix[k][link.dst])
-        e[1].append(col_ix[k][link.src])
-        e[2].append(link.weight)
-        e[3].append(link.trainable)
-
+    pairs, weights, trainable = program.link_columns()
+    link_kind = np.asarray([kind_of[s] for s, _ in pairs], object)
     blocks = {}
     W: dict[str, Any] = {}
     mask: dict[str, Any] = {}
     for k in lay.kinds:
         shape = (len(lay.rows[k]), len(lay.cols[k]))
-        rows, cols = np.asarray(edges[k][0], np.int64), np.asarray(edges[k][1], np.int64)
-        vals, train = np.asarray(edges[k][2], np.float64), np.asarray(edges[k][3], bool)
+        sel = np.flatnonzero(link_kind == k)  # this kind's links, in program order
+        rows = np.fromiter((row_ix[k][pairs[e][1]] for e in sel), np.int64, len(sel))
+        cols = np.fromiter((col_ix[k][pairs[e][0]] for e in sel), np.int64, len(sel))
+        vals, train = weights[sel], trainable[sel]
         b = DENSE
         if k != "network" and lay.self_stream is None and shape[0] * shape[1] > 0:
             if chosen_backend is not None:

@@ -1,7 +1,7 @@
 """V-values: nested dicts with numeric leaves, their algebra, and their flat form in keyed kinds.
 
 A *V-value* is a finite formal linear combination of strings over a key alphabet, written as a prefix tree: a dict
-from string keys to numbers or to further V-values (`dmm-semantics.md` §3.2). The scalar of a node lives under the
+from string keys to numbers or to further V-values (`docs/semantics.md` §3.2). The scalar of a node lives under the
 reserved key ``":number"``; ``{}`` is zero and a bare number ``x`` stands for ``{":number": x}``. Example:
 3.5·ε + 2·(foo) + 7·(foo bar) − 4·(baz foo bar) is
 ``{":number": 3.5, "foo": {":number": 2, "bar": 7}, "baz": {"foo": {"bar": -4}}}``.
@@ -96,7 +96,7 @@ def _check(v: VValue, where: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- tree algebra
-def sum(*values: VValue) -> dict[str, VValue]:  # noqa: A001 (the V-value sum, named as in the specification)
+def sum(*values: VValue) -> dict[str, VValue]:  # noqa: A001 (the V-value sum, named as in docs/semantics.md §3.4)
     """The sum of V-values: key-wise union, leaves add, a leaf added to a map goes under ``":number"``."""
     out: dict[str, VValue] = {}
     for v in values:

@@ -1,6 +1,6 @@
 """The Self neuron of the lightweight pure DMMs: a Self whose chosen rows of W are held fixed.
 
-In the author's lightweight pure DMMs (`anhinga/fluid: Lightweight_Pure_DMMs`; `dmm-semantics.md` §4.3) every stream
+In the author's lightweight pure DMMs (`anhinga/fluid: Lightweight_Pure_DMMs`; `docs/semantics.md` §4.3) every stream
 is the network matrix and Self's output is out0 = in0 + in1 on rows ≥ 1, with row 0 (Self's own accumulator row)
 forced to e_0. `pinned_self` is that neuron for any program: the rows of the listed input ports ignore Self's delta,
 so with the hard weight-1 link out -> accum they keep their W_0 values however the deltas reach them.

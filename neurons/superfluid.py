@@ -1,6 +1,6 @@
 """Superfluid (mixed-function) neurons: the neuron's function is a mixture Σ_k c_k·f_k carried in its own stream.
 
-In the author's Julia and JAX "superfluid" engines (`dmm-semantics.md` §5.1) every neuron's input holds
+In the author's Julia and JAX "superfluid" engines (`docs/semantics.md` §5.1) every neuron's input holds
 ``":function"`` = {f: c_f}; its output is Σ_f c_f·f(x), with ``":function"`` copied through. A weight-1 self-loop on
 the function stream keeps the mixture; redirecting it, or training it, lets a neuron morph its type. Here the
 mixture is a vector of a keyed kind (one coordinate per component function) on the input port ``function``,

@@ -1,4 +1,4 @@
-"""The handcrafted duplicate-character detector (arXiv 1606.09470 §3; `dmm-semantics.md` §6.1)."""
+"""The handcrafted duplicate-character detector (arXiv 1606.09470 §3; `docs/semantics.md` §6.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Canonical self-referential DMM programs (`dmm-semantics.md` §4.3, §6.2–6.7).
+"""Canonical self-referential DMM programs (`docs/semantics.md` §4.3, §6.2–6.7).
 
 - The *lightweight pure DMMs* of the author's Processing sketches (`anhinga/fluid: Lightweight_Pure_DMMs`), where
   every stream is the network matrix: `lightweight_oscillator`, `lightweight_wave`, `self_extinguishing`.

@@ -1,7 +1,7 @@
 """A plain NumPy reference interpreter for DMM programs: neuron by neuron, link by link, cycle by cycle.
 
 It shares nothing with the compiled runtime but the `Program` it reads: its own formulas for every core neuron type
-(keyed by registered type name, from the specification), its own down movement (a loop over the links), and its own
+(keyed by registered type name, from docs/semantics.md §5), its own down movement (a loop over the links), and its own
 representation of the network matrix (a dict {(src, dst): weight}; NETWORK-kind values are such dicts too).
 """
 

@@ -59,7 +59,7 @@ def test_every_instance_equals_its_own_run():
         assert batch.names == alone.names
         for s in alone.names:
             np.testing.assert_array_equal(batch[s][b], alone[s], err_msg=s)
-    # the unchanged instance reproduces the canonical trace (dmm-semantics.md 6.1)
+    # the unchanged instance reproduces the canonical trace (docs/semantics.md §6.1)
     d1 = batch["output.dict-1"][0]
     assert [int(np.argmax(d1 >= v)) + 1 for v in (1, 2, 3)] == [35, 65, 145]
 

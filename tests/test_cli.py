@@ -152,7 +152,7 @@ def test_show_changes_of_the_detector_outputs(capsys, detector_trace):
     rc, out, _ = dmm_cmd(capsys, "show", detector_trace, "--streams", "output", "--changes")
     assert rc == 0
     rows = [line.split() for line in out.splitlines() if line.strip() and line.split()[0].isdigit()]
-    # the canonical trace (dmm-semantics.md 6.1): dict-1 rises at 35, 65, 145; dict-2 at 114, 124, 134, 144
+    # the canonical trace (docs/semantics.md §6.1): dict-1 rises at 35, 65, 145; dict-2 at 114, 124, 134, 144
     assert rows == [["1", "0", "0"], ["35", "1", "0"], ["65", "2", "0"], ["114", "2", "1"], ["124", "2", "2"],
                     ["134", "2", "3"], ["144", "2", "4"], ["145", "3", "4"]]
 

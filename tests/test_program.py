@@ -153,3 +153,55 @@ def test_copy_is_independent_and_equal():
     assert q == p
     q.add("extra", neurons.identity())
     assert q != p and "extra" not in p.neurons
+
+
+def test_link_many_equals_one_link_at_a_time_and_refuses_like_link():
+    rng = np.random.default_rng(0)
+    vec = dmm.Kind("vec", (2,))
+
+    def base():
+        p = dmm.Program()
+        for i in range(6):
+            p.add(f"n{i}", neurons.tanh())
+        p.add("v", neurons.tanh(vec))
+        return p
+
+    src = [f"n{j}.out" for j in range(6) for _ in range(6)]
+    dst = [f"n{i}.in" for _ in range(6) for i in range(6)]
+    w = rng.normal(size=36)
+    train = rng.random(36) < 0.5
+    one, many = base(), base()
+    for s, d, x, t in zip(src, dst, w, train):
+        one.link(s, d, float(x), trainable=bool(t))
+    many.link_many(src, dst, w, trainable=train)
+    assert many == one and many.links == one.links
+    np.testing.assert_array_equal(dmm.compile(many).params["W"]["number"], dmm.compile(one).params["W"]["number"])
+    cases = [
+        (["n0.out"], ["n1.in", "n2.in"], 1.0, "1 sources but 2 targets"),
+        (["n0.out", "n1.out"], ["n1.in", "n2.in"], [1.0, np.nan], r"link 'n1.out' -> 'n2.in': weight nan is not finite"),
+        (["n0.in"], ["n1.in"], 1.0, "the source 'n0.in' is an input port"),
+        (["n0.out"], ["n1.out"], 1.0, "the target 'n1.out' is an output port"),
+        (["n0.out"], ["v.in"], 1.0, "joins kind 'number' to kind 'vec'"),
+        (["n0.out", "n0.out"], ["n5.in", "n5.in"], 1.0, "duplicate link 'n0.out' -> 'n5.in'"),
+        (["n0.out"], ["n0.in"], 1.0, "duplicate link 'n0.out' -> 'n0.in'"),  # made above
+        (["n0.out"], ["nobody.in"], 1.0, "unknown neuron 'nobody'"),
+    ]
+    for s, d, x, message in cases:
+        before = many.links
+        with pytest.raises(dmm.DMMError, match=message):
+            many.link_many(s, d, x)
+        assert many.links == before  # nothing added
+    with pytest.raises(dmm.ProgramError, match="trainable must be bools"):
+        many.link_many(["v.out"], ["v.in"], trainable=[0.5])
+
+
+def test_link_many_builds_a_million_links_without_a_python_object_per_link():
+    p = dmm.Program()
+    t = neurons.tanh()
+    for i in range(1000):
+        p.add(f"n{i}", t)
+    src = [f"n{j}.out" for j in range(1000) for _ in range(1000)]
+    dst = [f"n{i}.in" for _ in range(1000) for i in range(1000)]
+    p.link_many(src, dst, 0.5)
+    pairs, w, train = p.link_columns()
+    assert len(pairs) == 10**6 and w.shape == (10**6,) and bool(train.all()) and pairs[1001] == ("n1.out", "n1.in")

@@ -1,4 +1,4 @@
-"""The duplicate-character detector (`dmm-semantics.md` §6.1) against its closed form, cycle by cycle."""
+"""The duplicate-character detector (`docs/semantics.md` §6.1) against its closed form, cycle by cycle."""
 
 from __future__ import annotations
 

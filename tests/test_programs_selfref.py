@@ -1,4 +1,4 @@
-"""The canonical self-referential programs against the expected traces of `dmm-semantics.md` §6.2–6.7.
+"""The canonical self-referential programs against the expected traces of `docs/semantics.md` §6.2–6.7.
 
 The lightweight pure DMMs are also checked, entry by entry and cycle by cycle, against an independent NumPy
 simulation of the Processing sketches (12×11 matrices in the sketches' own numbering)."""
@@ -147,7 +147,7 @@ def test_matrix_wave_period_three():
 
 
 def test_matrix_wave_rows_as_vvalues():
-    """After cycles 1, 2, 3 the Self.delta row read back as a V-value is the spec's (zeros kept)."""
+    """After cycles 1, 2, 3 the Self.delta row read back as a V-value is that of `docs/semantics.md` §6.4 (zeros kept)."""
     m = dmm.compile(programs.matrix_wave())
     trace = m.run(3, record=["self.out"])
     expected = [{"update-1": 0, "update-2": 1}, {"update-1": 0, "update-2": 0, "update-3": 1},

@@ -1,4 +1,4 @@
-"""Self-reference: gradients through Self (`dmm-semantics.md` §6.8) against float64 central differences, nested
+"""Self-reference: gradients through Self (`docs/semantics.md` §6.8) against float64 central differences, nested
 checkpointing, and every live-edit path (edit channel, between-run edit, growth) with the state carried exactly."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def central(f, x: float, h: float = 1e-6) -> float:
 
 # ----------------------------------------------------------------------------------- §6.8 gradient through Self
 def test_spec_gradient_check(x64):
-    """L4, L5, L7 of the spec on the matrix wave after 4 cycles: values 2, 2, 3 and derivatives 6, 6, 10."""
+    """L4, L5, L7 of `docs/semantics.md` §6.8 on the matrix wave after 4 cycles: values 2, 2, 3 and derivatives 6, 6, 10."""
     m = dmm.compile(programs.matrix_wave(), dtype=jnp.float64)
     state4 = m.run(4, record=[]).state
     pos = m.network.index("self.out", "self.accum")

@@ -1,4 +1,4 @@
-"""V-values: the conformance vectors of `dmm-semantics.md` §3.5 (Clojure engine and JAX port), the flat form, and
+"""V-values: the conformance vectors of `docs/semantics.md` §3.5 (Clojure engine and JAX port), the flat form, and
 V-values in and out of a running program."""
 
 from __future__ import annotations
