@@ -230,6 +230,7 @@ def test_demo_explains_and_draws(capsys):
     assert "became 1 at cycle 35, 2 at cycle 65, 3 at cycle 145" in out
     assert "became 1 at cycle 114, 2 at cycle 124, 3 at cycle 134, 4 at cycle 144" in out
     assert "the second 't' is read at cycle 31 and reaches output.dict-1 4 cycles later" in out
+    assert "ends with its last character '.' at cycle 111; from then on the reader repeats" in out  # why 4 dots
     assert is_png("demo.png")
 
 

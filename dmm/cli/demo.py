@@ -52,6 +52,8 @@ def command(args: argparse.Namespace) -> int:
     for s in outputs:
         rises = ", ".join(f"{x:g} at cycle {c}" for c, x in _changes(trace, s))
         print(f"  {s} ({MEANINGS[s.split('.')[1]]}) became {rises}.")
+    print(f"  The text ends with its last character {TEXT[-1]!r} at cycle {1 + (len(TEXT) - 1) * EVERY}; from then on the "
+          f"reader repeats that character every {EVERY} cycles, so each repeat counts as another {TEXT[-1]!r} read.")
     if second is not None:
         cycle, char = second
         first = outputs[0]
