@@ -3,22 +3,25 @@
     python benchmarks/synthesis.py            # the full run (about 11 minutes on 2 CPU cores)
     python benchmarks/synthesis.py --quick    # a smoke run: 2 seeds, short budgets (not comparable)
 
-Prints one table: seconds per training step of the 1,486-link, 140-cycle network (one jitted value_and_grad + Adam
-step, teacher targets precomputed), the loss after 1,000 and 2,500 steps, the smallest network the automated schedule
-reaches and its loss, and the whole run's time; then the generalization table, and last the speed-up per step
-against the author's Julia engine (~50 s per step, A.3).
+The run is the experiment script `experiments/synthesis.py` (its `run` and schedules). Prints one table: seconds
+per training step of the 1,486-link, 140-cycle network (one jitted value_and_grad + Adam step, teacher targets
+precomputed), the loss after 1,000 and 2,500 steps, the smallest network the automated schedule reaches and its
+loss, and the whole run's time; then the generalization table, and last the speed-up per step against the author's
+Julia engine (~50 s per step, A.3).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +29,11 @@ import numpy as np
 
 import dmm
 from programs import synthesis
+
+# the experiment is a script outside the installed packages (experiments/synthesis.py): load it from its file
+_spec = importlib.util.spec_from_file_location("synthesis_experiment", ROOT / "experiments" / "synthesis.py")
+experiment = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(experiment)
 
 AUTHOR = {
     "step_seconds": 50.0,  # 45–55 s per step, Julia/Zygote, laptop CPU (A.3)
@@ -51,7 +59,7 @@ def step_time(repeats: int = 3, steps: int = 200) -> tuple[float, float]:
     """(compile seconds, best seconds per step) of the dense network's training step, by itself."""
     machine = dmm.compile(synthesis.synthesis_network(seed=0))
     targets = jnp.asarray(synthesis.teacher_targets())
-    trainer = synthesis.make_trainer(machine)
+    trainer = experiment.make_trainer(machine)
     state = trainer.init()
     t = time.perf_counter()
     state, _ = trainer.update(state, data=targets)
@@ -70,14 +78,14 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="folder for the run's logs and checkpoints")
     args = ap.parse_args()
     if args.quick:
-        schedule = synthesis.QUICK
+        schedule = experiment.QUICK
     else:
-        schedule = synthesis.Schedule()
+        schedule = experiment.Schedule()
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.2f}; jax {jax.__version__} on {jax.devices()[0].platform}")
     compile_s, step_s = step_time()
     t = time.perf_counter()
-    r = synthesis.run(schedule, args.out, progress=False)
+    r = experiment.run(schedule, args.out, progress=False)
     wall = time.perf_counter() - t
     h = r.dense[r.seed]
     at = lambda k: float(h[k - 1]) if len(h) >= k else float("nan")

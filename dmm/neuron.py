@@ -204,6 +204,7 @@ def neuron_type(name: str) -> Callable[[Callable[..., NeuronType]], Callable[...
 
     def deco(factory: Callable[..., NeuronType]) -> Callable[..., NeuronType]:
         sig = inspect.signature(factory)
+        kind_args = [k for k, p in sig.parameters.items() if p.annotation in (Kind, "Kind")]
 
         @functools.wraps(factory)
         def make(*args: Any, **kwargs: Any) -> NeuronType:
@@ -212,6 +213,13 @@ def neuron_type(name: str) -> Callable[[Callable[..., NeuronType]], Callable[...
             except TypeError as e:
                 raise ProgramError(f"neuron type {name!r}: {e}") from None
             bound.apply_defaults()
+            for k in kind_args:  # a wrong argument where a kind belongs would fail deep inside the factory
+                if not isinstance(bound.arguments[k], Kind):
+                    got = bound.arguments[k]
+                    raise ProgramError(
+                        f"neuron type {name!r}: {k} must be a dmm.Kind (such as dmm.NUMBER or dmm.Kind('vec', (3,))), "
+                        f"not {got!r} ({type(got).__name__})"
+                    )
             config = tuple((k, _freeze(v, f"neuron type {name!r}, {k}")) for k, v in bound.arguments.items())
             body = factory(**dict(config))
             names = [p.name for p in body.ports]

@@ -1,8 +1,12 @@
-"""Tests of the detector synthesis: the V-value neurons, the 1,486-link student, its loss and a short training."""
+"""Tests of the detector synthesis: the V-value neurons, the 1,486-link student, its loss and a short training, and
+the experiment script (experiments/synthesis.py, outside the installed packages)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +17,14 @@ import dmm.files
 import neurons
 from programs import synthesis
 from programs.detector import duplicate_detector
+
+# the experiment is a script outside the installed packages: load it from its file (registered under its name, as
+# dataclasses look their module up)
+_spec = importlib.util.spec_from_file_location(
+    "synthesis_experiment", Path(__file__).resolve().parent.parent / "experiments" / "synthesis.py"
+)
+experiment = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(experiment)
 
 V = neurons.vkind("ab.")
 N = V.index(":number")
@@ -84,12 +96,12 @@ def test_the_teacher_inside_the_student_has_zero_loss(text):
     m = dmm.compile(synthesis.synthesis_network(text))
     params = handcrafted_weights(m)
     targets = synthesis.teacher_targets(text, 140)
-    tr = synthesis.make_trainer(m, l1=0.0)
+    tr = experiment.make_trainer(m, l1=0.0)
     st = tr.init(params)
     assert float(tr.evaluate(st, data=jnp.asarray(targets)).loss) == 0.0
     assert int(tr.evaluate(st, data=jnp.asarray(targets)).links) == 1486
     # and the same matrix on the long window through the generalization helper (teacher clipped like the student)
-    rows = synthesis.generalization(params, [(text, 140)])
+    rows = experiment.generalization(params, [(text, 140)])
     assert rows[0]["loss"] == 0.0 and rows[0]["max_error"] == 0.0
 
 
@@ -107,7 +119,7 @@ def test_teacher_targets_follow_the_detector_trace():
 def test_a_few_training_steps_reduce_the_loss():
     m = dmm.compile(synthesis.synthesis_network())
     targets = jnp.asarray(synthesis.teacher_targets())
-    tr = synthesis.make_trainer(m)
+    tr = experiment.make_trainer(m)
     st = tr.init()
     first = float(tr.evaluate(st, data=targets).loss)
     # with weights 0.01·N(0, 1) the student's outputs are near 0: the loss is near Σ targets² = 447 (author: 435.0)
@@ -118,7 +130,7 @@ def test_a_few_training_steps_reduce_the_loss():
 
 
 def test_the_synthesis_command_runs_end_to_end(tmp_path, capsys):
-    r = synthesis.main(["--quick", "--quiet", "--out", str(tmp_path)])
+    r = experiment.main(["--quick", "--quiet", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert f"{len(r.links)} soft links" in out and "tets string." in out
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -127,7 +139,7 @@ def test_the_synthesis_command_runs_end_to_end(tmp_path, capsys):
     final = dmm.files.load_program(tmp_path / "final")
     assert {(l.src, l.dst) for l in final.links if l.trainable and l.weight != 0} == set(r.links)
     m = dmm.compile(final)
-    loss = synthesis.make_trainer(m).evaluate(synthesis.make_trainer(m).init(), data=jnp.asarray(synthesis.teacher_targets()))
+    loss = experiment.make_trainer(m).evaluate(experiment.make_trainer(m).init(), data=jnp.asarray(synthesis.teacher_targets()))
     assert float(loss.loss) == pytest.approx(r.loss, rel=1e-4)
     cuts = [json.loads(l) for l in (tmp_path / "cuts.jsonl").read_text().splitlines()]
     assert cuts and all({"cut", "loss_before", "loss_cut", "loss_after", "accepted"} <= set(c) for c in cuts)

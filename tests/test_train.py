@@ -153,6 +153,27 @@ def test_curriculum_sets_the_horizon():
         dmm.train.Trainer(m, lambda t, d: 0.0, optax.sgd(0.0), 10, curriculum=((0, 11),))
 
 
+def test_a_curriculum_compiles_each_horizon_once():
+    # JAX traces a jitted function exactly when it compiles it (a cache miss), and every trace of a training step
+    # calls the loss once: the loss's calls count the step's compilations
+    m = counter()
+    traced = []
+
+    def loss(t, d):
+        traced.append(t.steps)
+        return jnp.sum((t["out.y"] - 1.0) ** 2)
+
+    tr = dmm.train.Trainer(m, loss, optax.adam(1e-2), 6, curriculum=((0, 2), (3, 4), (6, 6)))
+    tr.fit(tr.init(), 9, progress=False)
+    assert traced == [2, 4, 6]
+    tr.fit(tr.init(), 9, progress=False)  # a second run reuses every compilation
+    assert traced == [2, 4, 6]
+    tr.fit(tr.init(), 9, chunk=3, progress=False)  # chunks of 3 steps: one scan per horizon
+    assert traced == [2, 4, 6] * 2
+    tr.fit(tr.init(), 9, chunk=3, progress=False)
+    assert traced == [2, 4, 6] * 2
+
+
 def test_batched_inputs_average_the_per_sequence_gradients():
     p = dmm.Program()
     p.add("x", neurons.external())

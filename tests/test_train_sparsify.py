@@ -117,7 +117,7 @@ def test_loss_criterion_cuts_the_least_damaging_link_first():
     tr = dmm.train.Trainer(m, loss, optax.sgd(0.0), 4)
     st = tr.init()
     cuts = np.stack([dmm.sparsify.links_mask(m, [l])["number"] for l in [("s0.out", "out.y"), ("s2.out", "out.y")]])
-    losses = tr.cut_losses(st, {"number": cuts})
+    losses = dmm.sparsify.cut_losses(tr, st, {"number": cuts})
     np.testing.assert_allclose(losses, [4 * 0.25**2, 0.0], atol=1e-6)
     by_loss = dmm.sparsify.SparsifyConfig(tolerance=1e-3, recover_steps=0, criterion="loss", candidates=4)
     _, report = dmm.sparsify.sparsify(tr, st, by_loss)
@@ -125,6 +125,26 @@ def test_loss_criterion_cuts_the_least_damaging_link_first():
     by_weight = dmm.sparsify.SparsifyConfig(tolerance=1e-3, recover_steps=0)
     _, report = dmm.sparsify.sparsify(tr, st, by_weight)
     assert report.attempts[0]["cut"][0][:2] == ["s0.out", "out.y"] and not report.attempts[0]["accepted"]
+
+
+def test_single_cut_losses_compile_once_as_the_network_shrinks():
+    # JAX traces a jitted function exactly when it compiles it, and each trace of the padded evaluation calls the
+    # loss: the loss's calls during `single_cut_losses` count its compilations
+    m, loss = regression(WEIGHTS)
+    traced = []
+    tr = dmm.train.Trainer(m, lambda t, d: (traced.append(1), loss(t, d))[1], optax.sgd(0.0), 4)
+    st = tr.init()
+    live = list(dmm.sparsify.live_links(st, m))
+    compiled = []
+    while live:
+        before = len(traced)
+        scores = dmm.sparsify.single_cut_losses(tr, st, live)
+        compiled.append(len(traced) - before)
+        assert scores.shape == (len(live),)
+        assert scores[0] == pytest.approx(float(tr.evaluate(dmm.sparsify.prune(tr, st, live[:1])).loss), rel=1e-6)
+        st = dmm.sparsify.prune(tr, st, live[:1])
+        live = live[1:]
+    assert compiled[0] >= 1 and compiled[1:] == [0] * (len(WEIGHTS) - 1)
 
 
 def test_fit_many_trains_each_member_as_fit_does():

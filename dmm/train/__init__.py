@@ -1,10 +1,23 @@
-"""Training network matrices and neuron parameters by backpropagation through time, on optax."""
+"""Training network matrices and neuron parameters by backpropagation through time, on optax.
 
-from .trainer import Metrics as Metrics
-from .trainer import MetricsLog as MetricsLog
-from .trainer import ProgressBar as ProgressBar
+- `state`: `TrainState`, `Metrics`, `count_links`, `stack_states`, `unstack_state`.
+- `trainer`: `Trainer` (validation, init, the pure `train_step`/`eval_step` and their jitted `update`/`evaluate`).
+- `through_self`: `SelfCarrier`, delivering updates through a running machine's Self neuron.
+- `loop`: the host loop (`fit`, `fit_many`), which `Trainer.fit` and `Trainer.fit_many` call.
+- `callbacks`: `ProgressBar`, `MetricsLog` and the callbacks of `fit` (progress, metrics log, checkpoints).
+"""
+
+from .callbacks import Callback as Callback
+from .callbacks import Chunk as Chunk
+from .callbacks import LogMetrics as LogMetrics
+from .callbacks import MetricsLog as MetricsLog
+from .callbacks import ProgressBar as ProgressBar
+from .callbacks import SaveCheckpoints as SaveCheckpoints
+from .callbacks import ShowProgress as ShowProgress
+from .state import Metrics as Metrics
+from .state import TrainState as TrainState
+from .state import count_links as count_links
+from .state import stack_states as stack_states
+from .state import unstack_state as unstack_state
+from .through_self import SelfCarrier as SelfCarrier
 from .trainer import Trainer as Trainer
-from .trainer import TrainState as TrainState
-from .trainer import count_links as count_links
-from .trainer import stack_states as stack_states
-from .trainer import unstack_state as unstack_state
