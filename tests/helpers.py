@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import dmm
 import neurons
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository's root folder."""
+
+
+def load_script(path: str, name: str) -> ModuleType:
+    """Import a script outside the installed packages (``experiments/...``, ``benchmarks/...``, relative to the
+    root) from its file, registered in `sys.modules` under `name` (dataclasses look their module up). Folders such
+    as benchmarks/ are not put on `sys.path`, where their modules would shadow the packages."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
+    module = sys.modules.setdefault(name, importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)
+    return module
 
 
 def counter(source: str = "one", name: str = "cnt", keep: float = 1.0) -> dmm.Program:

@@ -26,7 +26,7 @@ from ..errors import ProgramError
 def accumulation_dtype(dtype: Any) -> Any:
     """The dtype the down movement sums in for streams of `dtype`: float32 for the 16-bit floats (bfloat16,
     float16), the dtype itself for float32 and float64. Each product is then rounded once to the stream dtype."""
-    return jnp.promote_types(dtype, jnp.float32)
+    return jnp.dtype(jnp.float32) if jnp.finfo(dtype).bits < 32 else jnp.dtype(dtype)
 
 
 class Block:

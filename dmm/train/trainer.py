@@ -82,7 +82,13 @@ def _all_finite(finite: jax.Array, flags: Mapping[str, jax.Array] | None) -> jax
     return finite & jnp.all(jnp.asarray([jnp.all(f) for f in flags.values()]))
 
 
+OPTAX_PROMOTION = jax.numpy_dtype_promotion("standard")
+"""The optimizers run under JAX's standard dtype promotion (optax mixes Python scalars and int32 step counts with the
+parameters' dtype), so a Trainer also works where a user runs with ``jax_numpy_dtype_promotion="strict"``; the
+machine's own code is strict-clean."""
+
 @dataclasses.dataclass(frozen=True, eq=False)
+
 class Trainer:
     """Trains a machine's parameters (see the module docstring).
 
@@ -188,8 +194,10 @@ class Trainer:
         key = jax.random.key(0) if key is None else key
         run = None if self._carrier is None else self._carrier.init(params)
         dtype = m.dtype
+        with OPTAX_PROMOTION:
+            opt_state = self.optimizer.init(params)
         return TrainState(
-            params, self.optimizer.init(params), mask, jnp.zeros((), jnp.int32), key,
+            params, opt_state, mask, jnp.zeros((), jnp.int32), key,
             jnp.asarray(self.l1, dtype), jnp.asarray(self.l2, dtype), run,
         )
 
@@ -294,8 +302,9 @@ class Trainer:
         )
         grads = _masked(grads, state.mask)
         gnorm = optax.tree.norm(grads)
-        clipped, _ = self._clip.update(grads, self._clip.init(var))
-        updates, opt_state = self.optimizer.update(clipped, state.opt_state, var)
+        with OPTAX_PROMOTION:
+            clipped, _ = self._clip.update(grads, self._clip.init(var))
+            updates, opt_state = self.optimizer.update(clipped, state.opt_state, var)
         updates = _masked(updates, state.mask)
         run = state.run
         if self._carrier is None:

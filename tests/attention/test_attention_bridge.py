@@ -1,17 +1,14 @@
 """The bridge-study measurements (benchmarks/bridge_study.py, a script outside the installed packages)."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-# loaded from its file: the benchmarks folder is not put on sys.path, where its attention.py would shadow the package
-_spec = importlib.util.spec_from_file_location("bridge_study", Path(__file__).resolve().parent.parent / "benchmarks" / "bridge_study.py")
-B = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(B)
+from helpers import load_script
+
+B = load_script("benchmarks/bridge_study.py", "bridge_study")
 
 
 def test_fits_recover_known_rates():

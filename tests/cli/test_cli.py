@@ -18,6 +18,7 @@ import programs
 from dmm import cli
 from dmm.cli import args as cli_args
 from dmm.cli import run as cli_run
+from helpers import counter
 
 
 @pytest.fixture(autouse=True)
@@ -49,12 +50,7 @@ def is_png(path) -> bool:
 
 
 def counter_program() -> dmm.Program:
-    p = dmm.Program()
-    p.add("src", neurons.external())
-    p.add("cnt", neurons.accumulator())
-    p.link("cnt.out", "cnt.accum", 1.0)
-    p.link("src.out", "cnt.delta", 1.0)
-    return p
+    return counter("src")
 
 
 # ------------------------------------------------------------------------------------------------- run

@@ -3,10 +3,7 @@ the experiment script (experiments/synthesis.py, outside the installed packages)
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -18,13 +15,9 @@ import neurons
 from programs import synthesis
 from programs.detector import duplicate_detector
 
-# the experiment is a script outside the installed packages: load it from its file (registered under its name, as
-# dataclasses look their module up)
-_spec = importlib.util.spec_from_file_location(
-    "synthesis_experiment", Path(__file__).resolve().parent.parent / "experiments" / "synthesis.py"
-)
-experiment = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(experiment)
+from helpers import load_script
+
+experiment = load_script("experiments/synthesis.py", "synthesis_experiment")  # a script outside the packages
 
 V = neurons.vkind("ab.")
 N = V.index(":number")
