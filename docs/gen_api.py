@@ -36,17 +36,23 @@ PACKAGES = (
 
 
 def public_names(package: str) -> list[str]:
-    """Names that the package's ``__init__.py`` imports or assigns at top level, in order, without private ones."""
+    """Names that the package's ``__init__.py`` imports or assigns at top level, in order, without private ones (for
+    a plain module: the classes, functions and constants it defines)."""
     mod = importlib.import_module(package)
     tree = ast.parse(Path(mod.__file__).read_text())
     names: list[str] = []
+    is_package = hasattr(mod, "__path__")
     for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
+        if not is_package and isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)) and is_package:
             if isinstance(node, ast.ImportFrom) and node.module == "__future__":
                 continue
             names += [a.asname or a.name.split(".")[0] for a in node.names]
         elif isinstance(node, ast.Assign):
             names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and not is_package:
+            names.append(node.target.id)
     return [n for n in dict.fromkeys(names) if not n.startswith("_") and hasattr(mod, n)]
 
 

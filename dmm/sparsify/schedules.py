@@ -26,9 +26,43 @@ def _grown(size: int, grow: float, max_cut: int) -> int:
     return min(max(int(size * grow), size + 1 if grow > 1 else size), max_cut)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CutSchedule:
+    """The fields `SparsifyConfig` and `SearchConfig` share (keyword-only), validated once:
+
+    - `tolerance`: a cut is acceptable when the data loss after recovery is at most this (a non-negative float).
+    - `recover_steps`: training steps after each cut.
+    - `cut`: links in the first cut; `grow`: factor applied after an accepted cut; `max_cut`: upper bound.
+    - `min_links`: stop when this few links are left (counting protected ones).
+    - `protect`: links never cut, ``(src, dst)`` pairs.
+    - `max_steps`: training-step budget of the whole schedule (None: unlimited).
+    - `l1`: penalty coefficient during the schedule (None: keep the state's).
+    - `final_steps`: training steps after the schedule ends (polish the last good state).
+    """
+
+    tolerance: float
+    recover_steps: int = 100
+    cut: int = 1
+    grow: float = 2.0
+    max_cut: int = 1 << 30
+    min_links: int = 0
+    protect: tuple[Link, ...] = ()
+    max_steps: int | None = None
+    l1: float | None = None
+    final_steps: int = 0
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        if not self.tolerance >= 0:
+            raise ProgramError(f"{name}: tolerance must be non-negative, not {self.tolerance}")
+        if self.recover_steps < 0 or self.cut < 1 or self.grow < 1 or self.max_cut < 1:
+            raise ProgramError(f"{name}: need recover_steps >= 0, cut >= 1, grow >= 1, max_cut >= 1")
+        object.__setattr__(self, "protect", _links(self.protect))
+
+
 # ------------------------------------------------------------------------------------------ greedy (sparsify)
-@dataclasses.dataclass(frozen=True)
-class SparsifyConfig:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SparsifyConfig(CutSchedule):
     """The schedule of `sparsify` (see the package docstring).
 
     - `tolerance`: a cut is accepted when the data loss after recovery is at most this (a non-negative float).
@@ -46,31 +80,17 @@ class SparsifyConfig:
       smallest, each evaluated alone).
     """
 
-    tolerance: float
-    recover_steps: int = 100
-    cut: int = 1
-    grow: float = 2.0
-    max_cut: int = 1 << 30
-    min_links: int = 0
-    protect: tuple[Link, ...] = ()
     max_recover_steps: int = 0
     improve: float = 0.1
-    max_steps: int | None = None
-    final_steps: int = 0
-    l1: float | None = None
     criterion: str = "weight"
     candidates: int = 32
 
     def __post_init__(self) -> None:
-        if not self.tolerance >= 0:
-            raise ProgramError(f"SparsifyConfig: tolerance must be non-negative, not {self.tolerance}")
-        if self.recover_steps < 0 or self.cut < 1 or self.grow < 1 or self.max_cut < 1:
-            raise ProgramError("SparsifyConfig: need recover_steps >= 0, cut >= 1, grow >= 1, max_cut >= 1")
+        super().__post_init__()
         if self.criterion not in ("weight", "loss"):
             raise ProgramError(f"SparsifyConfig: criterion must be 'weight' or 'loss', not {self.criterion!r}")
         if self.candidates < 1:
             raise ProgramError("SparsifyConfig: candidates must be at least 1")
-        object.__setattr__(self, "protect", _links(self.protect))
         object.__setattr__(self, "max_recover_steps", max(self.max_recover_steps, self.recover_steps))
 
 
@@ -148,8 +168,8 @@ def sparsify(trainer: Trainer, state: TrainState, config: SparsifyConfig, inputs
 
 
 # ------------------------------------------------------------------------------------ parallel trial cuts (search)
-@dataclasses.dataclass(frozen=True)
-class SearchConfig:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SearchConfig(CutSchedule):
     """The schedule of `search_sparsify` (see its docstring).
 
     - `tolerance`: a trial cut is acceptable when its recovered loss is at most ``limit = max(tolerance,
@@ -162,27 +182,16 @@ class SearchConfig:
     - `final_steps`: training steps after the search (kept when they lower the loss).
     """
 
-    tolerance: float
+    recover_steps: int = 200
     ratchet: float | None = None
     trials: int = 8
-    recover_steps: int = 200
-    cut: int = 1
-    grow: float = 2.0
-    max_cut: int = 1 << 30
-    min_links: int = 0
-    protect: tuple[Link, ...] = ()
-    max_steps: int | None = None
-    l1: float | None = None
-    final_steps: int = 0
 
     def __post_init__(self) -> None:
-        if not self.tolerance >= 0:
-            raise ProgramError(f"SearchConfig: tolerance must be non-negative, not {self.tolerance}")
+        super().__post_init__()
         if self.ratchet is not None and not self.ratchet >= 1:
             raise ProgramError(f"SearchConfig: ratchet must be at least 1, not {self.ratchet}")
-        if self.trials < 1 or self.recover_steps < 1 or self.cut < 1 or self.grow < 1 or self.max_cut < 1:
-            raise ProgramError("SearchConfig: need trials, recover_steps, cut, max_cut >= 1 and grow >= 1")
-        object.__setattr__(self, "protect", _links(self.protect))
+        if self.trials < 1 or self.recover_steps < 1:
+            raise ProgramError("SearchConfig: need trials >= 1 and recover_steps >= 1")
 
 
 def trial_sets(order: list[Link], size: int, trials: int) -> list[list[Link]]:
