@@ -87,8 +87,8 @@ OPTAX_PROMOTION = jax.numpy_dtype_promotion("standard")
 parameters' dtype), so a Trainer also works where a user runs with ``jax_numpy_dtype_promotion="strict"``; the
 machine's own code is strict-clean."""
 
-@dataclasses.dataclass(frozen=True, eq=False)
 
+@dataclasses.dataclass(frozen=True, eq=False)
 class Trainer:
     """Trains a machine's parameters (see the module docstring).
 
