@@ -20,6 +20,11 @@ from .errors import ProgramError
 Path = tuple[str, ...]
 
 
+def _short(value: object, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
 def _as_path(label: str | Sequence[str]) -> Path:
     if isinstance(label, str):
         return (label,)
@@ -124,9 +129,23 @@ class Kind:
 
     @classmethod
     def from_json(cls, data: dict) -> Kind:
-        shape = data["shape"]
-        keys = data.get("keys")
-        return cls(data["name"], None if shape is None else tuple(shape), None if keys is None else tuple(map(tuple, keys)))
+        """The kind `to_json` wrote; anything else (wrong types, a non-integer or absurd dimension, extra fields)
+        raises `ProgramError` naming the field."""
+        if not isinstance(data, dict) or not {"name", "shape"} <= set(data) or not set(data) <= {"name", "shape", "keys"}:
+            raise ProgramError(f"a kind must be an object with 'name', 'shape' and optionally 'keys', not {_short(data)}")
+        name, shape, keys = data["name"], data["shape"], data.get("keys")
+        if not isinstance(name, str):
+            raise ProgramError(f"a kind's 'name' must be a string, not {_short(name)}")
+        if shape is not None:
+            if not isinstance(shape, list) or not all(type(d) is int for d in shape) or len(shape) > 32:
+                raise ProgramError(f"kind {name!r}: 'shape' must be a list of at most 32 integers, not {_short(shape)}")
+            if any(d > 1 << 62 for d in shape):
+                raise ProgramError(f"kind {name!r}: 'shape' {_short(shape)} has an absurd dimension")
+        if keys is not None:
+            if not isinstance(keys, list) or not all(
+                    isinstance(k, list) and all(isinstance(c, str) for c in k) for k in keys):
+                raise ProgramError(f"kind {name!r}: 'keys' must be a list of lists of strings, not {_short(keys)}")
+        return cls(name, None if shape is None else tuple(shape), None if keys is None else tuple(map(tuple, keys)))
 
     def __repr__(self) -> str:
         if self.shape is None:

@@ -109,7 +109,7 @@ def _lines(qualname: str, obj: object) -> list[str]:
         return lines
     if callable(obj):
         return [f"### `{qualname}{_signature(obj)}`", "", _doc(obj), ""]
-    return [f"### `{qualname}`", "", f"`{obj!r}`", ""]
+    return [f"### `{qualname}`", "", f"`{re.sub(r' at 0x[0-9a-f]+', '', repr(obj))}`", ""]  # no memory addresses
 
 
 def render() -> str:

@@ -143,7 +143,7 @@ class Result:
 def run(schedule: Schedule = Schedule(), out: str | Path | None = None, *, progress: bool = True) -> Result:
     """The whole synthesis: dense training of every seed, automated sparsification of the best one, the
     generalization table. With `out`, writes there: the metrics logs (``dense-SEED.jsonl``), the cut log
-    (``cuts.jsonl``), the last good checkpoint (``sparse.json``/``.npz``), the final program (``final.json``/``.npz``)
+    (``cuts.jsonl``), the last good checkpoint (``sparse.npz``), the final program (``final.json``)
     and a summary (``summary.json``)."""
     t_all = time.perf_counter()
     out = None if out is None else Path(out)

@@ -6,7 +6,7 @@
     dmm show trace.npz [--streams S,..] [--cycles A:B] [--changes] [--list]
     dmm plot trace.npz [-o figure.png] [--streams S,..] [--cycles A:B]
 
-PROGRAM is a program file (``NAME.json`` + ``NAME.npz``, see `dmm.files.save_program`) or the name of a registered
+PROGRAM is a program file (``NAME.json``, see `dmm.files.save_program`) or the name of a registered
 program (`dmm.registered_programs`), whose parameters ``--arg key=value`` sets (values are converted to the types the
 function declares; lists and dicts are written as JSON; see `dmm.cli.args`). Every mistake (bad arguments, missing
 or malformed files, unknown programs or streams) ends with a one-line message on stderr and exit status 2. Progress

@@ -60,8 +60,8 @@ def command(args: argparse.Namespace) -> int:
     if steps < 1:
         raise CLIError(f"--steps must be at least 1, not {steps}")
     if args.save_program:
-        json_path, _ = dmm.files.save_program(program, args.save_program)
-        print(f"saved the program as {json_path} (+ .npz); run it with: dmm run {json_path}")
+        path = dmm.files.save_program(program, args.save_program)
+        print(f"saved the program as {path}; run it with: dmm run {path}")
     status.stage(f"compiling {name}: {len(program.neurons)} neurons, {len(program.links)} links ...")
     t1 = time.perf_counter()
     machine = dmm.compile(program, backend=args.backend)

@@ -136,7 +136,7 @@ def test_the_synthesis_command_runs_end_to_end(tmp_path, capsys):
     assert float(loss.loss) == pytest.approx(r.loss, rel=1e-4)
     cuts = [json.loads(l) for l in (tmp_path / "cuts.jsonl").read_text().splitlines()]
     assert cuts and all({"cut", "loss_before", "loss_cut", "loss_after", "accepted"} <= set(c) for c in cuts)
-    assert (tmp_path / "dense-0.jsonl").exists() and (tmp_path / "sparse.json").exists()
+    assert (tmp_path / "dense-0.jsonl").exists() and (tmp_path / "sparse.npz").exists()
     # the three main stages (coarse at a looser limit, fine and search at the tolerance) come first in the log, the
     # ladder's looser rungs follow; every cut was accepted exactly when its recovered loss was within its limit
     main = cuts[: sum(len(st.attempts) for st in r.stages[:3])]

@@ -1,4 +1,5 @@
-"""Program files: exact round trips, atomic writes, no code execution, clear errors for bad files."""
+"""Program files: exact round trips, one file written as one atomic commit, no code execution, clear errors for bad
+files."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import dmm
 import dmm.files
 import neurons
 import programs
+from dmm.files.atomic import canonical_sha256
 
 
 def rich_program() -> dmm.Program:
@@ -43,8 +45,9 @@ def rich_program() -> dmm.Program:
 
 def test_round_trip_is_exact(tmp_path):
     p = rich_program()
-    jpath, npath = dmm.files.save_program(p, tmp_path / "prog")
-    assert jpath.name == "prog.json" and npath.name == "prog.npz"
+    jpath = dmm.files.save_program(p, tmp_path / "prog")
+    assert jpath.name == "prog.json"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["prog.json"]  # one file
     q = dmm.files.load_program(tmp_path / "prog.json")
     assert q == p
     a, b = dmm.compile(p).run(12, record="all"), dmm.compile(q).run(12, record="all")
@@ -54,21 +57,20 @@ def test_round_trip_is_exact(tmp_path):
 
 def test_round_trip_of_canonical_program(tmp_path):
     p = programs.duplicate_detector()
-    dmm.files.save_program(p, tmp_path / "det.npz")  # either file name, or the stem, names the pair
+    dmm.files.save_program(p, tmp_path / "det.npz")  # either file name, or the stem, names the file
     assert dmm.files.load_program(tmp_path / "det") == p
 
 
-def test_files_are_plain_json_and_npz(tmp_path):
+def test_file_is_plain_json(tmp_path):
     dmm.files.save_program(rich_program(), tmp_path / "p")
     meta = json.loads((tmp_path / "p.json").read_text())
-    assert meta["format"] == "dmm-program" and meta["neurons"][0]["type"] == "self"
-    with np.load(tmp_path / "p.npz", allow_pickle=False) as z:
-        assert z["weights"].dtype == np.float64
+    assert meta["format"] == "dmm-program" and meta["version"] == 2 and meta["neurons"][0]["type"] == "self"
+    assert meta["arrays"]["weights"]["dtype"] == "<f8" and meta["arrays"]["weights"]["shape"] == [10]
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     dmm.files.save_program(programs.duplicate_detector(), tmp_path / "p")
-    before = (tmp_path / "p.json").read_bytes(), (tmp_path / "p.npz").read_bytes()
+    before = (tmp_path / "p.json").read_bytes()
 
     def boom(*a, **k):
         raise OSError("disk full")
@@ -77,14 +79,30 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         dmm.files.save_program(rich_program(), tmp_path / "p")
     monkeypatch.undo()
-    assert ((tmp_path / "p.json").read_bytes(), (tmp_path / "p.npz").read_bytes()) == before
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["p.json", "p.npz"]  # no temporary files left behind
+    assert (tmp_path / "p.json").read_bytes() == before
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["p.json"]  # no temporary files left behind
 
 
-def corrupt(tmp_path, edit):
+def test_file_modes_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        dmm.files.save_program(programs.duplicate_detector(), tmp_path / "p")
+        assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o027)
+        dmm.files.save_program(programs.duplicate_detector(), tmp_path / "p")  # a re-save takes the umask again
+        assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
+def corrupt(tmp_path, edit, reseal=True):
+    """Save the rich program, apply `edit` to its JSON, and (unless `reseal` is false) recompute the checksum so
+    the edit reaches the checks behind it."""
     dmm.files.save_program(rich_program(), tmp_path / "p")
     meta = json.loads((tmp_path / "p.json").read_text())
     edit(meta)
+    if reseal:
+        meta["sha256"] = canonical_sha256({k: v for k, v in meta.items() if k not in ("format", "version", "sha256")})
     (tmp_path / "p.json").write_text(json.dumps(meta))
     return tmp_path / "p.json"
 
@@ -94,18 +112,31 @@ def corrupt(tmp_path, edit):
     [
         (lambda m: m.update(format="other"), "not a dmm program file"),
         (lambda m: m.update(version=99), "version 99 is not supported"),
+        (lambda m: m.update(version=True), "version True is not supported"),
         (lambda m: m["neurons"][1].update(type="os.system"), "unknown neuron type 'os.system'"),
         (lambda m: m["neurons"][1].update(config=[["bogus", 1]]), "unexpected keyword argument 'bogus'"),
-        (lambda m: m["links"].append(["t.out", "in.timer", True]), "weights for"),
+        (lambda m: m["links"].append(["t.out", "in.timer", True]), "10 weights for 11 links"),
         (lambda m: m["links"].__setitem__(0, ["t.out", "nobody.in", True]), "unknown neuron 'nobody'"),
+        (lambda m: m["links"][2].__setitem__(2, float("nan")), r"field 'links'\[2\]\[2\] \(trainable\) must be true or false, not nan"),
         (lambda m: m["neurons"][2]["config"][2].__setitem__(1, {"$code": "print(1)"}), "unexpected object"),
-        (lambda m: m.pop("links"), "malformed program file"),
-        (lambda m: m.update(npz_sha256="0" * 64), "does not match p.json"),
+        (lambda m: m["neurons"][4]["config"][0][1]["$kind"].update(shape=[2.7, 2]), "'shape' must be a list of at most 32 integers"),
+        (lambda m: m["neurons"][4]["config"][0][1]["$kind"].update(shape=[8192, 8192]), "67108864 elements, more than the limit max_elements"),
+        (lambda m: m.pop("links"), "field 'links' is missing"),
+        (lambda m: m["arrays"]["weights"].update(dtype="<c16"), r"dtype <c16 is not allowed"),
+        (lambda m: m["arrays"]["weights"].update(shape=[10**12]), "more than the limit max_elements"),
+        (lambda m: m["arrays"].pop("weights"), "array 'weights' is missing"),
     ],
 )
 def test_malformed_files(tmp_path, edit, message):
     path = corrupt(tmp_path, edit)
-    with pytest.raises(dmm.FileFormatError, match=message):
+    with pytest.raises(dmm.FileFormatError, match=message) as e:
+        dmm.files.load_program(path)
+    assert str(e.value).startswith(str(path))
+
+
+def test_changed_bytes_are_detected_by_the_checksum(tmp_path):
+    path = corrupt(tmp_path, lambda m: m["links"][3].__setitem__(1, "lin.in"), reseal=False)
+    with pytest.raises(dmm.FileFormatError, match="p.json: checksum differs"):
         dmm.files.load_program(path)
 
 
@@ -115,34 +146,8 @@ def test_truncated_and_missing_files(tmp_path):
     (tmp_path / "p.json").write_text(text[: len(text) // 2])
     with pytest.raises(dmm.FileFormatError, match="p.json: not valid JSON"):
         dmm.files.load_program(tmp_path / "p")
-    (tmp_path / "p.json").write_text(text)
-    data = (tmp_path / "p.npz").read_bytes()
-    (tmp_path / "p.npz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(dmm.FileFormatError, match="p.npz: does not match"):
-        dmm.files.load_program(tmp_path / "p")
-    os.unlink(tmp_path / "p.npz")
-    with pytest.raises(dmm.FileFormatError, match="p.npz: missing"):
-        dmm.files.load_program(tmp_path / "p")
     with pytest.raises(dmm.FileFormatError, match="nothing.json: no such file"):
         dmm.files.load_program(tmp_path / "nothing")
-
-
-def test_pickled_arrays_are_refused(tmp_path):
-    import hashlib
-    import io
-
-    dmm.files.save_program(programs.duplicate_detector(), tmp_path / "p")
-    with np.load(tmp_path / "p.npz") as z:
-        arrays = dict(z)
-    arrays["weights"] = np.array([object()] * 11, dtype=object)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    (tmp_path / "p.npz").write_bytes(buf.getvalue())
-    meta = json.loads((tmp_path / "p.json").read_text())
-    meta["npz_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
-    (tmp_path / "p.json").write_text(json.dumps(meta))
-    with pytest.raises(dmm.FileFormatError, match="pickle"):
-        dmm.files.load_program(tmp_path / "p")
 
 
 def test_failed_load_leaves_callers_objects_untouched(tmp_path):

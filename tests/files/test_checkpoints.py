@@ -1,4 +1,4 @@
-"""Tests of training checkpoints (dmm.checkpoint): exact resume, atomic pickle-free files, clear errors."""
+"""Tests of training checkpoints (dmm.files): exact resume, one atomic pickle-free file, retention, clear errors."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 
     first, h1 = tr.fit(tr.init(key=jax.random.key(7)), 3, {"x.out": xs}, target, progress=False)
     dmm.files.save_checkpoint(tmp_path / "ck", first, {"note": "after 3"})
-    assert dmm.files.read_checkpoint_meta(tmp_path / "ck.json") == {"note": "after 3", "step": 3}
+    assert dmm.files.read_checkpoint_meta(tmp_path / "ck.npz") == {"note": "after 3", "step": 3}
     # a fresh trainer (as after a restart) restores into its own template
     tr2 = trainer(machine())
     resumed = dmm.files.load_checkpoint(tmp_path / "ck", tr2.init())
@@ -68,10 +68,12 @@ def test_fit_writes_checkpoints(tmp_path):
     back = dmm.files.load_checkpoint(tmp_path / "run.npz", tr.init())
     assert int(back.step) == 5
     np.testing.assert_array_equal(np.asarray(back.params["W"]["number"]), np.asarray(st.params["W"]["number"]))
-    # the arrays are plain .npz data (no pickled objects) and the header is JSON
+    # one file: a plain .npz (no pickled objects) whose first member is the JSON header
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz"]
     with np.load(tmp_path / "run.npz", allow_pickle=False) as z:
-        assert all(z[k].dtype != object for k in z.files)
-    header = json.loads((tmp_path / "run.json").read_text())
+        assert z.files[0] == "header.json"
+        assert all(z[k].dtype.kind in "biuf" for k in z.files[1:])
+        header = json.loads(z["header.json"])
     assert header["format"] == "dmm-checkpoint" and header["step"] == 5
     assert any(l["path"] == ".mask['W']['number']" for l in header["leaves"])
 
@@ -87,19 +89,36 @@ def test_bad_checkpoints_raise_file_format_errors(tmp_path):
     other = dmm.train.Trainer(m, tr.loss, optax.sgd(0.1), 8).init()
     with pytest.raises(dmm.FileFormatError, match="structure"):
         dmm.files.load_checkpoint(tmp_path / "ck", other)
-    # a truncated or replaced .npz is detected by its checksum
+    # a truncated file is detected (zip structure and CRC-32 of every member)
     data = (tmp_path / "ck.npz").read_bytes()
-    (tmp_path / "ck.npz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(dmm.FileFormatError, match="checksum"):
-        dmm.files.load_checkpoint(tmp_path / "ck", st)
-    (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(dmm.FileFormatError, match="JSON"):
+    (tmp_path / "trunc.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(dmm.FileFormatError, match="trunc.npz: unreadable or truncated"):
+        dmm.files.load_checkpoint(tmp_path / "trunc", st)
+    (tmp_path / "bad.json").write_text("{not json")  # (a version-1 header without its arrays)
+    with pytest.raises(dmm.FileFormatError, match="bad.json: not valid JSON"):
         dmm.files.load_checkpoint(tmp_path / "bad", st)
     # no temporary files are left behind by the atomic writes
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "ck.json", "ck.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "ck.npz", "trunc.npz"]
 
 
 def test_dotted_names_keep_their_stem(tmp_path):
     st = trainer(machine()).init()
-    jpath, npath = dmm.files.save_checkpoint(tmp_path / "run_0.5_lr", st)
-    assert (jpath.name, npath.name) == ("run_0.5_lr.json", "run_0.5_lr.npz")
+    path = dmm.files.save_checkpoint(tmp_path / "run_0.5_lr", st)
+    assert path.name == "run_0.5_lr.npz" and path.exists()
+
+
+def test_retention_keeps_the_last_n_and_latest_always_loads(tmp_path):
+    tr = trainer(machine())
+    xs = {"x.out": np.ones(8, np.float32)}
+    st = tr.init()
+    for i in range(5):
+        st, _ = tr.fit(st, 1, xs, np.zeros(8, np.float32), progress=False)
+        dmm.files.save_checkpoint(tmp_path / "run", st, {"i": i}, keep=2)
+        back = dmm.files.load_checkpoint(tmp_path / "run", tr.init())
+        assert int(back.step) == i + 1
+    kept = dmm.files.list_checkpoints(tmp_path / "run")
+    assert [p.name for p in kept] == ["run.step-000000004.npz", "run.step-000000005.npz"]
+    assert dmm.files.read_checkpoint_meta(kept[0]) == {"i": 3, "step": 4}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz", *[p.name for p in kept]]
+    with pytest.raises(ValueError, match="keep"):
+        dmm.files.save_checkpoint(tmp_path / "run", st, keep=0)
