@@ -8,6 +8,7 @@ import runpy
 import shlex
 from pathlib import Path
 
+import jax
 import matplotlib
 import pytest
 
@@ -46,7 +47,8 @@ def test_code_blocks_run(path, tmp_path, monkeypatch, capsys):
         where = f"{path.name}, block at line {line}"
         if lang == "python":
             try:
-                exec(compile(code, where, "exec"), namespace)
+                with jax.numpy_dtype_promotion("standard"):  # the examples run as a user runs them
+                    exec(compile(code, where, "exec"), namespace)
             except Exception as e:
                 raise AssertionError(f"{where} failed: {type(e).__name__}: {e}") from e
             ran += 1
