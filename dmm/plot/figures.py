@@ -161,6 +161,7 @@ def plot_trace(
     """
     require_matplotlib()
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     ps, constant = panels(trace, streams, cycles, frames)
     rows = window(trace, cycles)
@@ -192,6 +193,7 @@ def plot_trace(
         ax.tick_params(labelbottom=False)
     if time_axes:
         time_axes[-1].set_xlabel("cycle", fontsize=9)
+        time_axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))  # cycles are whole numbers
     if not ps:
         ax = fig.add_subplot(gs[0, :])
         ax.axis("off")

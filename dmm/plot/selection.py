@@ -10,9 +10,11 @@ from dmm import DMMError, Trace, UnknownStreamError
 
 
 def select_streams(trace: Trace, streams: Sequence[str] | None) -> list[str]:
-    """Resolve stream names or neuron names (every recorded port of the neuron) against a trace, in order."""
+    """Resolve stream names or neuron names (every recorded port of the neuron) against a trace, in order; with no
+    names, every recorded stream grouped by neuron (in the order neurons first appear in the trace)."""
     if not streams:
-        return trace.names
+        rank = {m: i for i, m in enumerate(dict.fromkeys(n.split(".")[0] for n in trace.names))}
+        return sorted(trace.names, key=lambda n: rank[n.split(".")[0]])  # stable: ports keep their order
     out: list[str] = []
     for s in streams:
         if s in trace:

@@ -9,6 +9,7 @@ import pytest
 import dmm
 import dmm.plot
 from dmm import plot
+import neurons
 
 
 KEYED = dmm.Kind.keyed("chars", "ab.")
@@ -140,3 +141,23 @@ def test_non_finite_values_are_drawn_as_gaps(tmp_path):
     tr = dmm.Trace({"r.out": v, "k.out": keyed}, {"r.out": dmm.NUMBER, "k.out": KEYED}, 0)
     pytest.importorskip("matplotlib")
     dmm.plot.plot_trace(tr, tmp_path / "nan_mpl.png")
+
+
+def test_panels_group_streams_by_neuron_and_cycle_ticks_are_whole_numbers():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    p = dmm.Program()
+    p.add("a", neurons.accumulator())
+    p.add("b", neurons.tanh())
+    p.link("a.out", "b.in", 1.0)
+    p.link("b.out", "a.delta", 0.5)
+    p.set_initial("a.out", 1.0)
+    trace = dmm.compile(p).run(9, record="all")  # recorded inputs first, then outputs
+    assert trace.names[:3] == ["a.accum", "a.delta", "b.in"]
+    names = dmm.plot.select_streams(trace, None)
+    assert names == ["a.accum", "a.delta", "a.out", "b.in", "b.out"]
+    fig = dmm.plot.plot_trace(trace)
+    fig.canvas.draw()
+    ticks = [t for ax in fig.axes for t in ax.get_xticks() if ax.get_xlabel() == "cycle"]
+    assert ticks and all(float(t).is_integer() for t in ticks)
