@@ -342,11 +342,19 @@ class Machine:
 
     def check_inputs(self, inputs: Mapping[str, jax.Array], steps: int | None) -> None:
         """Check external inputs {output stream: array (steps, *kind.shape)} (or (*kind.shape) for one cycle, when
-        `steps` is None); a wrong stream or shape raises `ProgramError` naming it."""
+        `steps` is None); a wrong stream or shape raises `ProgramError` naming it. Only outputs of *sources*
+        (neurons without input ports, such as `neurons.external`) can be fed: feeding the output of a neuron that
+        computes it from its inputs would silently discard what it computes."""
         for s, v in inputs.items():
             side, k, _ = self.layout.locate(s)
             if side != "out":
                 raise ProgramError(f"input {s!r} is an input port; external inputs feed output ports (sources)")
+            neuron = self.program.neuron(s.split(".")[0])
+            if neuron.type.inputs:
+                raise ProgramError(
+                    f"external input {s!r}: neuron {s.split('.')[0]!r} ({neuron.type.name}) computes that output from its "
+                    "inputs, and a fed value would replace it silently; feed a source (neurons.external()) linked to it"
+                )
             shape = self.layout.kinds[k].shape
             want = shape if steps is None else (steps, *shape)
             if tuple(v.shape) != want:

@@ -26,21 +26,52 @@ def add_command(commands: Any) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Run ``dmm plot``; returns the exit status."""
-    trace = load_trace(args.trace)
     out = args.output or str(Path(args.trace).with_suffix(".png"))
-    if trace.steps == 0:
-        raise CLIError(f"{args.trace} is an empty trace (0 cycles): nothing to plot")
     if args.frames < 1:
         raise CLIError(f"--frames must be at least 1, not {args.frames}")
+    if args.frames > MAX_FRAMES:
+        raise CLIError(f"--frames must be at most {MAX_FRAMES}, not {args.frames}")
+    check_output(out)
+    trace = load_trace(args.trace)
+    if trace.steps == 0:
+        raise CLIError(f"{args.trace} is an empty trace (0 cycles): nothing to plot")
     streams, cycles = split(args.streams) or None, parse_cycles(args.cycles)
     ps, constant = plot.panels(trace, streams, cycles, args.frames)
     args.status.stage(f"drawing {len(ps)} panels ...")
     require_matplotlib()
-    plot.plot_trace(trace, out, streams=streams, cycles=cycles, frames=args.frames, title=args.title)
+    check_format(out)
+    try:
+        plot.plot_trace(trace, out, streams=streams, cycles=cycles, frames=args.frames, title=args.title)
+    except OSError as e:
+        raise CLIError(f"-o {out}: cannot write it ({e.strerror or e})") from None
     args.status.clear()
     listed = f", {len(constant)} constant stream{'s' * (len(constant) != 1)} listed under the figure" if constant else ""
     print(f"wrote {out}: {len(ps)} panel{'s' * (len(ps) != 1)}{listed}")
     return 0
+
+
+MAX_FRAMES = 1000
+
+
+def check_output(out: str) -> None:
+    """Refuse a figure path that is a folder, lies in no folder, or has no extension naming its format."""
+    path = Path(out)
+    if path.is_dir():
+        raise CLIError(f"-o {out} is a folder; give an image file (.png, .pdf, .svg)")
+    if not path.parent.is_dir():
+        raise CLIError(f"-o {out}: no folder {path.parent}")
+    if not path.suffix or path.suffix == ".":
+        raise CLIError(f"-o {out}: give the image format as the file's extension (.png, .pdf, .svg)")
+
+
+def check_format(out: str) -> None:
+    """Refuse a figure extension matplotlib cannot write (after `require_matplotlib`)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    ext = Path(out).suffix[1:].lower()
+    if ext not in formats:
+        raise CLIError(f"-o {out}: matplotlib cannot write .{ext} files; use one of {', '.join('.' + f for f in sorted(formats))}")
 
 
 def require_matplotlib() -> None:

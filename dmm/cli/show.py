@@ -11,6 +11,9 @@ from dmm import plot
 
 from .args import CLIError, load_trace, parse_cycles, split
 
+MAX_DIGITS = 17  # a float64 has no more significant digits
+MIN_WIDTH, MAX_WIDTH = 4, 100_000
+
 
 def add_command(commands: Any) -> None:
     """Add ``show`` and its options to the subcommands of the ``dmm`` parser."""
@@ -30,6 +33,10 @@ def command(args: argparse.Namespace) -> int:
     """Run ``dmm show``; returns the exit status."""
     if args.limit < 1:
         raise CLIError("--limit must be at least 1")
+    if not 1 <= args.digits <= MAX_DIGITS:
+        raise CLIError(f"--digits must be between 1 and {MAX_DIGITS}, not {args.digits}")
+    if not MIN_WIDTH <= args.width <= MAX_WIDTH:
+        raise CLIError(f"--width must be between {MIN_WIDTH} and {MAX_WIDTH}, not {args.width}")
     trace = load_trace(args.trace)
     names = plot.select_streams(trace, split(args.streams))
     if trace.steps == 0:

@@ -406,3 +406,10 @@ def test_notebook_displays_are_compact_tables():
     assert html.count("<tr>") == 3 and "cnt.out" in html and "float32" in html
     assert p._repr_html_().count("<tr>") == 3 and "accum: number, delta: number" in p._repr_html_()
     assert "2 x 2" in m._repr_html_() and repr(m).startswith("Machine(2 neurons in 2 groups, 2 links")
+
+
+def test_feeding_the_output_of_a_computing_neuron_is_refused():
+    m = dmm.compile(counter("src"))
+    with pytest.raises(dmm.ProgramError, match=r"'cnt.out': neuron 'cnt' \(accumulator\) computes that output"):
+        m.run(3, inputs={"cnt.out": np.ones(3)})
+    np.testing.assert_array_equal(m.run(3, inputs={"src.out": np.ones(3)})["cnt.out"], [0.0, 1.0, 2.0])
