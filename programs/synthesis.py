@@ -70,8 +70,9 @@ def synthesis_network(
     `text`: the input string; the V-value kind covers the characters of text + "." + `charset`; `clip`: the dot
     neurons' clip (None: unclipped). The weights depend only on (seed, scale, layers, copies), not on the text.
     """
-    if layers < 1:
-        raise dmm.ProgramError(f"synthesis_network: layers must be at least 1, not {layers}")
+    for name, value in (("layers", layers), ("copies", copies)):
+        if value < 1:
+            raise dmm.ProgramError(f"synthesis_network: {name} must be at least 1, not {value}")
     V = neurons.vkind(text + "." + charset)
     p = dmm.Program()
     p.add("timer", neurons.v_timer(V))
