@@ -14,6 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 """The repository's root folder."""
 
 
+def dmm_cmd(capsys, *argv) -> tuple[int, str, str]:
+    """Run ``dmm ARGV`` in-process: (exit status, stdout, stderr)."""
+    from dmm import cli
+
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
 def load_script(path: str, name: str) -> ModuleType:
     """Import a script outside the installed packages (``experiments/...``, ``benchmarks/...``, relative to the
     root) from its file, registered in `sys.modules` under `name` (dataclasses look their module up). Folders such

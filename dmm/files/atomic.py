@@ -488,15 +488,19 @@ class Archive:
         return a.reshape(shape, order="F" if fortran else "C").astype(dt.newbyteorder("="), order="C")
 
 
+def read_file(path: Path) -> bytes:
+    """The bytes of `path`, or a `FileFormatError` naming it (missing, unreadable)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise fail(path, "no such file") from None
+    except OSError as e:
+        raise fail(path, f"cannot be read ({e})") from None
+
+
 def read_pair_header(jpath: Path, limits: Limits) -> Any:
     """The parsed JSON of a version-1 file pair's ``NAME.json`` (or a `FileFormatError`)."""
-    try:
-        data = jpath.read_bytes()
-    except FileNotFoundError:
-        raise fail(jpath, "no such file") from None
-    except OSError as e:
-        raise fail(jpath, f"cannot be read ({e})") from None
-    return parse_json(data, jpath, "the header", limits)
+    return parse_json(read_file(jpath), jpath, "the header", limits)
 
 
 def read_pair_arrays(npath: Path, jpath: Path, header: dict, limits: Limits) -> Archive:

@@ -25,7 +25,7 @@ import numpy as np
 
 from dmm import DMMError, FileFormatError, Kind, Neuron, Program, lookup
 from .atomic import (DEFAULT_LIMITS, Limits, atomic_write, canonical_sha256, check_header, decode_array,
-                     encode_array, fail, get, pair_paths, parse_json, read_pair_arrays, short, want,
+                     encode_array, fail, get, pair_paths, parse_json, read_file, read_pair_arrays, short, want,
                      want_bool, want_dict, want_list, want_str)
 
 
@@ -132,12 +132,7 @@ def load_program(path: str | os.PathLike, *, limits: Limits | None = None) -> Pr
     `dmm.files.Limits`) bounds what the file may declare; version-1 pairs (``NAME.json`` + ``NAME.npz``) load too."""
     limits = limits or DEFAULT_LIMITS
     jpath, npath = pair_paths(path)
-    try:
-        data = jpath.read_bytes()
-    except FileNotFoundError:
-        raise fail(jpath, "no such file") from None
-    except OSError as e:
-        raise fail(jpath, f"cannot be read ({e})") from None
+    data = read_file(jpath)
     if data[:4] == b"PK\x03\x04" or data[:6] == b"\x93NUMPY":
         raise fail(jpath, "is a .npz or .npy file, not a dmm program file (JSON)")
     doc = check_header(parse_json(data, jpath, "the program file", limits), jpath, FORMAT, (1, VERSION), "program")

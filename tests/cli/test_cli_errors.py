@@ -11,22 +11,9 @@ from hypothesis import strategies as st
 
 import dmm
 import dmm.files
-from dmm import cli
-from helpers import counter
+from helpers import counter, dmm_cmd
 
 
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COLUMNS", "120")
-    return tmp_path
-
-
-def dmm_cmd(capsys, *argv):
-    """Run ``dmm ARGV`` in-process: (exit status, stdout, stderr)."""
-    rc = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def fails(capsys, *argv, match: str | tuple[str, ...]) -> str:
