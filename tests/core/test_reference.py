@@ -102,12 +102,19 @@ def programs(draw, allow_self: bool = True):
     return p, inputs, steps
 
 
-def bounded(ref: dict) -> bool:
-    """Whether every reference value stays below 1e150 (random programs can square their way to overflow; with an
+def bounded(ref: dict, limit: float = 1e150) -> bool:
+    """Whether every reference value stays below `limit` (random programs can square their way to overflow; with an
     infinite output a dense product gives NaN where a loop over links does not, so such runs are not compared)."""
     return all(
-        np.all(np.abs(list(v.values()) if isinstance(v, dict) else v) < 1e150) for vs in ref.values() for v in vs
+        np.all(np.abs(list(v.values()) if isinstance(v, dict) else v) < limit) for vs in ref.values() for v in vs
     )
+
+
+def limit_for(p: dmm.Program) -> float:
+    """The value bound for comparing `p`: a text input reads its timer through ``t mod every == 0``, which flips when
+    the two sums of one timer differ in their last bit at magnitudes where float64 spacing approaches 1 (seen at
+    2.4e14: spacing 1/32); below 1e6 the spacing is 1e-10 and a tie is out of reach."""
+    return 1e6 if any(n.type.name == "text_input" for n in p.neurons.values()) else 1e150
 
 
 def check_against_reference(p: dmm.Program, inputs: dict, steps: int, backend: str, ref: dict | None = None) -> None:
@@ -124,7 +131,7 @@ def check_against_reference(p: dmm.Program, inputs: dict, steps: int, backend: s
 def test_runtime_equals_reference(case):
     p, inputs, steps = case
     ref = run_reference(p, steps, inputs)
-    assume(bounded(ref))
+    assume(bounded(ref, limit_for(p)))
     with jax.enable_x64(True):
         check_against_reference(p, inputs, steps, "dense", ref)
         if not any(n.type.role == "self" for n in p.neurons.values()):
