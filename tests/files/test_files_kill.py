@@ -22,10 +22,10 @@ import pytest
 
 import dmm
 import dmm.files
+from helpers import ROOT  # the repository root: the child imports the packages from there
 
 DEFAULT_KILLS = int(os.environ.get("DMM_KILLS", 2))
 SLOW_KILLS = int(os.environ.get("DMM_KILLS", 40))
-ROOT = Path(__file__).resolve().parent.parent
 
 SETUP = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
@@ -55,6 +55,7 @@ SETUP = textwrap.dedent("""
 CHILD = SETUP + textwrap.dedent("""
     import sys
     fmt, path = sys.argv[1], sys.argv[2]
+    version(1)  # start JAX and build both versions' shapes once, so that the kills land in saves, not in start-up
     print("ready", flush=True)
     v = 1
     while True:
