@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .display import html_table
-from .errors import DMMError, NonFiniteError, ProgramError, UnknownStreamError
+from .errors import DMMError, NonFiniteError, ProgramError
 from .kinds import Kind
 from .backends import Block
 from .growth import transfer

@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmm import FileFormatError
 from .atomic import (DEFAULT_LIMITS, HEADER, Archive, Limits, atomic_link, atomic_write, check_header, clean_temps,
                      fail, get,
                      pair_paths, parse_json, read_pair_arrays, read_pair_header, short, want, want_dict, want_int,

@@ -13,9 +13,7 @@ import pytest
 
 import dmm
 import dmm.files
-import neurons
 import programs
-from dmm import cli
 from dmm.cli import args as cli_args
 from dmm.cli import run as cli_run
 from helpers import counter, dmm_cmd

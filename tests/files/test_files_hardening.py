@@ -10,15 +10,13 @@ import re
 import struct
 import zipfile
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import dmm
 import dmm.files
 import programs
-from test_files_legacy import npz_bytes, save_checkpoint_v1, save_program_v1, small_state
+from test_files_legacy import save_checkpoint_v1, save_program_v1, small_state
 
 
 def trace():
