@@ -10,10 +10,6 @@ files, traces, checkpoints), `dmm.train` (training on optax), `dmm.sparsify` (pr
 `dmm.plot` (figures and text tables) and `dmm.cli` (the ``dmm`` command).
 """
 
-from .batch import BatchTrace as BatchTrace
-from .batch import run_batch as run_batch
-from .batch import stack_trees as stack_trees
-from .compile import compile as compile
 from .errors import DMMError as DMMError
 from .errors import FileFormatError as FileFormatError
 from .errors import NonFiniteError as NonFiniteError
@@ -24,9 +20,6 @@ from .kinds import NUMBER as NUMBER
 from .kinds import Kind as Kind
 from .layout import Layout as Layout
 from .layout import NetworkLayout as NetworkLayout
-from .machine import Machine as Machine
-from .machine import Params as Params
-from .machine import State as State
 from .neuron import Context as Context
 from .neuron import Neuron as Neuron
 from .neuron import NeuronType as NeuronType
@@ -41,10 +34,31 @@ from .program import Program as Program
 from .registry import register_program as register_program
 from .registry import registered_programs as registered_programs
 from .trace import Trace as Trace
-from . import backends as backends
-from . import remat as remat
-from . import vvalues as vvalues
-from .growth import transfer as transfer
+
+# The names below need JAX; they load on first use (PEP 562), so that writing programs, reading saved traces and
+# the command line's quick commands never pay for importing JAX.
+_LAZY = {
+    "BatchTrace": "batch", "run_batch": "batch", "stack_trees": "batch",
+    "compile": "compiler",
+    "Machine": "machine", "Params": "machine", "State": "machine",
+    "transfer": "growth",
+    "backends": None, "remat": None, "vvalues": None,  # submodules
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'dmm' has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
+    value = module if _LAZY[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __version__ = "0.1.0"

@@ -11,14 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import jax
 import numpy as np
 
 from .display import html_table
 from .errors import UnknownStreamError
 from .kinds import Kind
-
-
+from .pytrees import pytree
 
 class Recorded:
     """Recorded streams by name, with their kinds, first cycle and final state (the part `Trace` and
@@ -68,8 +66,7 @@ class Recorded:
         """The recorded streams, in the order asked for."""
         return list(self._records)
 
-
-@jax.tree_util.register_pytree_node_class
+@pytree
 class Trace(Recorded):
     """Recorded streams of a run (see the module docstring).
 
@@ -118,7 +115,6 @@ class Trace(Recorded):
         """A compact table for notebooks: the cycles covered, then each stream's kind, shape and dtype. (An inline
         plot: `dmm.plot.plot_trace(trace)` returns a matplotlib Figure, which notebooks draw.)"""
         return html_table(repr(self).split(",")[0] + ")", ("stream", "kind", "shape", "dtype"), self.summary())
-
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) or (isinstance(x, np.ndarray) and x.shape == ())
