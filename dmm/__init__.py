@@ -31,6 +31,8 @@ from .neuron import neuron_type as neuron_type
 from .neuron import registered_types as registered_types
 from .program import Link as Link
 from .program import Program as Program
+from .registry import ProgramInfo as ProgramInfo
+from .registry import describe_programs as describe_programs
 from .registry import register_program as register_program
 from .registry import registered_programs as registered_programs
 from .trace import Trace as Trace

@@ -12,12 +12,10 @@ import attention
 import dmm
 import neurons
 
-from .registry import register
 
 MEMORIES = ("kv", "linear", "delta")
 
 
-@register
 def associative_recall(
     n_pairs: int = 8,
     length: int | None = None,
@@ -90,7 +88,6 @@ def recall_inputs(task: attention.RecallTask, n_keys: int, n_values: int) -> tup
     return {"key.out": key, "value.out": value, "query.out": query, "write.out": write}, steps, t + 1
 
 
-@register
 def attention_rewiring(
     dim: int = 16, patterns: int = 4, flips: int = 4, beta: float = 1.0, rate: float = 0.25, seed: int = 0
 ) -> dmm.Program:

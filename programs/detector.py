@@ -5,7 +5,6 @@ from __future__ import annotations
 import dmm
 import neurons
 
-from .registry import register
 
 
 DETECTOR_LINKS = (
@@ -23,7 +22,6 @@ DETECTOR_LINKS = (
 )
 
 
-@register
 def duplicate_detector(text: str = "test string.", every: int = 10, clip: float | None = None) -> dmm.Program:
     """Handcrafted 11-link duplicate-character detector: output.dict-1 = extra copies of the most repeated
     character, output.dict-2 = number of '.' seen.

@@ -17,7 +17,6 @@ from typing import Any
 import dmm
 import neurons
 
-from .registry import register
 
 
 FLUID_OUTPUTS = ("self.out", "n1.out", "n2.out", "n3.out", "n4.out", "n5.out", "n6.out", "n7.out", "n8.out", "n9.out",
@@ -56,7 +55,6 @@ def _lightweight(w0: Mapping[tuple[int, int], float], constants: Mapping[int, Ma
 DECORATIVE = {(2, 0): 0.5, (4, 0): 0.5, (5, 0): 0.5}
 
 
-@register
 def lightweight_oscillator() -> dmm.Program:
     """Lightweight pure DMM oscillating with period 2: W[1][1] = −1, +1, −1, … (sketch aug_26_16).
 
@@ -68,7 +66,6 @@ def lightweight_oscillator() -> dmm.Program:
     return _lightweight({(0, 0): 1.0, (1, 1): 1.0, **DECORATIVE}, {1: {(1, 1): -2.0}})
 
 
-@register
 def lightweight_wave() -> dmm.Program:
     """Lightweight pure DMM whose master row carries a wave of period 5 through the constants (sketch aug_27_16).
 
@@ -81,7 +78,6 @@ def lightweight_wave() -> dmm.Program:
     return _lightweight({(0, 0): 1.0, (1, 1): 1.0, **DECORATIVE}, constants)
 
 
-@register
 def self_extinguishing() -> dmm.Program:
     """Lightweight pure DMM that slowly switches itself off (sketch aug_25_16).
 
@@ -97,7 +93,6 @@ def wave_update(k: int) -> dict[tuple[str, str], float]:
     return {(f"update-{k}.out", "self.delta"): -1.0, (f"update-{k % 3 + 1}.out", "self.delta"): 1.0}
 
 
-@register
 def matrix_wave() -> dmm.Program:
     """The V-value matrix wave (Clojure engine, oct_19_2016): Self's delta row cycles update-1 → 2 → 3, period 3.
 
@@ -115,7 +110,6 @@ def matrix_wave() -> dmm.Program:
     return p
 
 
-@register
 def async_counter(events: Mapping[int, Any] | None = None) -> dmm.Program:
     """A counter with asynchronous input (Clojure engine, oct_28_2016): printer(c) = Σ_{k ≤ c−2} reader(k).
 
@@ -139,7 +133,6 @@ def async_counter(events: Mapping[int, Any] | None = None) -> dmm.Program:
     return p
 
 
-@register
 def live_edit_counter(edit_cycle: int = 4, delta: float = -0.5) -> dmm.Program:
     """A counter whose self-loop is edited live through Self: cnt.out = 0, 1, 2, 3, 4, 3, 2.5, 2.25, 2.125 at
     c = 1..9 with the defaults (§6.7).

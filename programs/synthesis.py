@@ -39,7 +39,6 @@ import dmm
 import neurons
 
 from .detector import duplicate_detector
-from .registry import register
 
 TEXT = "test string."
 CYCLES = 140
@@ -59,7 +58,6 @@ def soft_links(layers: int = 5, copies: int = 2) -> list[tuple[str, str]]:
     return [(s, d) for layer in range(1, layers + 2) for d in ins[layer] for o in range(1, layer + 1) for s in outs[o]]
 
 
-@register
 def synthesis_network(
     text: str = TEXT, seed: int = 123, scale: float = 0.01, clip: float | None = 4.0, layers: int = 5, copies: int = 2,
     charset: str = "",

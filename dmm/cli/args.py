@@ -54,13 +54,6 @@ def load_trace(path: str) -> dmm.Trace:
     return dmm.files.load_trace(path)
 
 
-def signature(fn: Callable[..., Any]) -> str:
-    """The parameters of `fn` as ``name, name=default, ...``."""
-    params = [f"{p.name}={p.default!r}" if p.default is not inspect.Parameter.empty else p.name
-              for p in inspect.signature(fn).parameters.values()]
-    return ", ".join(params)
-
-
 def program_args(name: str, fn: Callable[..., Any], pairs: Sequence[str]) -> dict[str, Any]:
     """Convert ``key=value`` strings to keyword arguments of the program builder `fn` registered as `name`."""
     sig = inspect.signature(fn)
@@ -75,7 +68,7 @@ def program_args(name: str, fn: Callable[..., Any], pairs: Sequence[str]) -> dic
         if not sep or not key:
             raise CLIError(f"--arg {pair!r}: expected KEY=VALUE")
         if key not in sig.parameters:
-            raise CLIError(f"program {name!r} has no parameter {key!r}; its parameters: {signature(fn) or 'none'}")
+            raise CLIError(f"program {name!r} has no parameter {key!r}; its parameters: {dmm.ProgramInfo.of(name, fn).parameters or 'none'}")
         p = sig.parameters[key]
         hint = hints.get(key, type(p.default) if p.default not in (inspect.Parameter.empty, None) else Any)
         try:
@@ -85,7 +78,7 @@ def program_args(name: str, fn: Callable[..., Any], pairs: Sequence[str]) -> dic
     missing = [p.name for p in sig.parameters.values() if p.default is inspect.Parameter.empty and p.name not in kwargs
                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if missing:
-        raise CLIError(f"program {name!r} needs --arg {missing[0]}=VALUE (its parameters: {signature(fn)})")
+        raise CLIError(f"program {name!r} needs --arg {missing[0]}=VALUE (its parameters: {dmm.ProgramInfo.of(name, fn).parameters})")
     return kwargs
 
 

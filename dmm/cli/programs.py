@@ -1,17 +1,13 @@
-"""``dmm programs``: the registered program builders (`dmm.registered_programs`), one line each, or with their
-parameters (``-v``)."""
+"""``dmm programs``: the registered program builders, one line each, or with their parameters (``-v``), described
+without importing them (`dmm.describe_programs`), so the listing does not wait for JAX."""
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import shutil
-from collections.abc import Callable
 from typing import Any
 
 import dmm
-
-from .args import signature
 
 
 def add_command(commands: Any) -> None:
@@ -23,22 +19,16 @@ def add_command(commands: Any) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Run ``dmm programs``; returns the exit status."""
-    registry = dmm.registered_programs()
-    width = max(map(len, registry), default=0)
+    infos = dmm.describe_programs()
+    width = max(map(len, infos), default=0)
     total = shutil.get_terminal_size((120, 24)).columns
-    for name, fn in registry.items():
-        line = _describe(fn)
+    for name, info in infos.items():
         if args.verbose:
-            print(f"{name}({signature(fn)})\n    {line}")
+            print(f"{name}({info.parameters})\n    {info.summary}")
             continue
         room = max(20, total - width - 2)
+        line = info.summary
         print(f"{name:<{width}}  {line if len(line) <= room else line[: room - 1] + '…'}")
     if not args.verbose:
-        print(f"\n{len(registry)} programs. dmm programs -v shows their parameters; run one with dmm run NAME --arg KEY=VALUE")
+        print(f"\n{len(infos)} programs. dmm programs -v shows their parameters; run one with dmm run NAME --arg KEY=VALUE")
     return 0
-
-
-def _describe(fn: Callable[..., Any]) -> str:
-    """The first paragraph of a docstring, on one line."""
-    doc = inspect.getdoc(fn) or ""
-    return " ".join(doc.split("\n\n")[0].split())

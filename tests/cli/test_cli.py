@@ -186,7 +186,8 @@ def test_programs_lists_the_registry(capsys):
     rc, out, _ = dmm_cmd(capsys, "programs")
     assert rc == 0
     lines = out.splitlines()
-    registry = programs.registry()
+    registry = dmm.registered_programs()
+    assert len(registry) >= 10 and f"{len(registry)} programs." in out
     for name, fn in registry.items():
         line = next(x for x in lines if x.split()[0] == name)
         first = " ".join((fn.__doc__ or "").split())[:30]
@@ -195,15 +196,51 @@ def test_programs_lists_the_registry(capsys):
     assert "duplicate_detector(text='test string.', every=10, clip=None)" in out
 
 
-def test_programs_come_from_the_entry_point_group_and_help_stays_light():
-    code = ("import sys, dmm; from dmm import cli; rc = cli.main(['--help']); "
-            "print(sorted(m for m in ('matplotlib', 'optax', 'programs') if m in sys.modules)); "
+def test_programs_are_described_from_their_source_as_the_imported_builders_describe_themselves():
+    """`describe_programs` reads the entry points' source files (no import); the result equals what the imported
+    functions say of themselves (docstring summary, parameters with their defaults)."""
+    code = ("import sys, dmm; infos = dmm.describe_programs(); "
+            "print(sorted(m for m in ('jax', 'programs', 'neurons') if m in sys.modules)); "
+            "print(repr(infos))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
+    loaded, described = out.splitlines()
+    assert loaded == "[]"
+    expected = {name: dmm.ProgramInfo.of(name, fn) for name, fn in dmm.registered_programs().items()}
+    assert described == repr(expected)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["programs"], ["programs", "-v"], ["show", "TRACE", "--cycles", "1:5"],
+                                  ["show", "TRACE", "--list"]])
+def test_quick_commands_do_not_import_jax(tmp_path, argv):
+    """What keeps ``dmm --help``, ``programs`` and ``show`` within a few NumPy imports of time
+    (`benchmarks/cli_startup.py` measures it): they never load JAX, optax, matplotlib or the builders."""
+    trace = dmm.compile(counter()).run(6, record="all")
+    dmm.files.save_trace(trace, tmp_path / "t.npz")
+    argv = [str(tmp_path / "t.npz") if a == "TRACE" else a for a in argv]
+    code = ("import sys; from dmm import cli; rc = cli.main(sys.argv[1:]); "
+            "print(rc, sorted(m for m in ('jax', 'optax', 'matplotlib', 'programs', 'neurons') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert run.stdout.splitlines()[-1] == "0 []", run.stderr
+
+
+def test_programs_come_from_the_entry_point_group():
+    code = ("import sys, dmm; print('programs' in sys.modules); "
             "print('duplicate_detector' in dmm.registered_programs(), 'programs' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
-    assert out.splitlines()[-2:] == ["[]", "True True"]
-    assert dmm.registered_programs() == programs.registry()
+    assert out.splitlines()[-2:] == ["False", "True True"]
+    assert dmm.registered_programs()["duplicate_detector"] is programs.duplicate_detector
     with pytest.raises(dmm.ProgramError, match="registered twice"):
         dmm.register_program(programs.duplicate_detector)
+
+
+def test_a_loaded_trace_is_a_pytree_when_jax_is_imported_after_it(tmp_path):
+    trace = dmm.compile(counter()).run(4, record="all")
+    dmm.files.save_trace(trace, tmp_path / "t.npz")
+    code = (f"import sys, dmm.files; t = dmm.files.load_trace({str(tmp_path / 't.npz')!r}); print('jax' in sys.modules); "
+            "import jax; u = jax.tree_util.tree_map(lambda a: a * 2, t); "
+            "print(type(u).__name__, all((u[s] == 2 * t[s]).all() for s in t))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
+    assert out.splitlines() == ["False", "Trace True"]
 
 
 def test_demo_explains_and_draws(capsys):
@@ -216,7 +253,7 @@ def test_demo_explains_and_draws(capsys):
     assert is_png("demo.png")
 
 
-@pytest.mark.parametrize("name", sorted(programs.registry()))
+@pytest.mark.parametrize("name", sorted(dmm.registered_programs()))
 def test_every_registered_program_runs_shows_and_plots(capsys, name):
     rc, out, err = dmm_cmd(capsys, "run", name, "--steps", "6", "--out", f"{name}.npz", "-q")
     assert rc == 0, err

@@ -212,14 +212,14 @@ def test_live_edit_counter_closed_form(edit_cycle, delta):
 
 
 def test_programs_are_registered():
-    names = set(programs.registry())
+    names = set(dmm.registered_programs())
     assert {"lightweight_oscillator", "lightweight_wave", "self_extinguishing", "matrix_wave", "async_counter",
             "live_edit_counter", "duplicate_detector"} <= names
 
 
 @pytest.mark.parametrize("name", ["lightweight_wave", "matrix_wave", "async_counter", "live_edit_counter"])
 def test_programs_roundtrip_through_files(tmp_path, name):
-    p = programs.registry()[name]()
+    p = dmm.registered_programs()[name]()
     dmm.files.save_program(p, tmp_path / name)
     q = dmm.files.load_program(tmp_path / name)
     assert q == p
