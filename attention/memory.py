@@ -24,8 +24,8 @@ from dmm import (
     neuron_type,
 )
 
-from .mechanisms import mechanism as resolve
 from .kinds import check_kind
+from .mechanisms import mechanism as resolve
 
 
 def add_with_state(program: Program, name: str, neuron: Neuron | NeuronType, *, initial: Mapping[str, Any] | None = None) -> None:
@@ -49,6 +49,7 @@ def kv_memory(
     gated: bool = False,
     mechanism: str = "softmax",
     options: Mapping[str, Any] | tuple = (),
+    heads: int = 1,
 ):
     """A key/value memory that appends the current key and value each cycle and attends over what it holds.
 
@@ -61,8 +62,12 @@ def kv_memory(
         out = Σ_i w_i value_i,   w = softmax(scale · K q) (max-subtracted, or the chosen mechanism),
 
     so a query attends over every pair written so far, the current one included (over the last C once full).
-    `scale` defaults to 1/√d_k. Gradients flow through the stored keys and values, not through the stamps or the
-    write decision. Link `state` -> `state_in` with weight 1 (`add_with_state`).
+    With H = `heads`, per head: head h scores the h-th d_k/H columns of the stored keys against those of q and
+    mixes the h-th d_v/H columns of the stored values (the state is the same); heads are concatenated.
+    `scale` defaults to 1/√(d_k/H). Run for L ≤ C cycles, row t of the outputs equals row t of the causal
+    `matrix_attention` (same heads, scale and mechanism) of the L tokens received. Gradients flow through the
+    stored keys and values, not through the stamps or the write decision. Link `state` -> `state_in` with
+    weight 1 (`add_with_state`).
     """
     where = "kv_memory"
     check_kind(key_kind, "key_kind", where, 1)
@@ -71,7 +76,9 @@ def kv_memory(
         raise ProgramError(f"{where}: capacity must be an int >= 1, not {capacity!r}")
     mech = resolve(mechanism, options, where)
     dk, dv = key_kind.size, value_kind.size
-    s = dk**-0.5 if scale is None else float(scale)
+    if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1 or dk % heads or dv % heads:
+        raise ProgramError(f"{where}: heads={heads!r} must be an int >= 1 dividing d_k={dk} and d_v={dv}")
+    s = (dk // heads) ** -0.5 if scale is None else float(scale)
 
     def fn(p, x, ctx):
         mem = x["state_in"]
@@ -82,8 +89,11 @@ def kv_memory(
             hit = hit & (jax.lax.stop_gradient(x["write"]) > 0.5)
         mem = jnp.where(hit[:, None], row, mem)
         filled = mem[:, -1] > 0
-        w = mech.weights(s * (mem[:, :dk] @ x["q"]), filled, ctx.key)
-        return {"out": w @ mem[:, dk : dk + dv], "state": mem}
+        keys = mem[:, :dk].reshape(capacity, heads, dk // heads)
+        values = mem[:, dk : dk + dv].reshape(capacity, heads, dv // heads)
+        logits = s * jnp.einsum("chd,hd->hc", keys, x["q"].reshape(heads, dk // heads))  # (H, C)
+        w = mech.weights(logits, jnp.broadcast_to(filled, logits.shape), ctx.key)
+        return {"out": jnp.einsum("hc,chd->hd", w, values).reshape(dv), "state": mem}
 
     inputs = {"q": key_kind, "k": key_kind, "v": value_kind, **({"write": NUMBER} if gated else {})}
     inputs["state_in"] = memory_kind(key_kind, value_kind, capacity)

@@ -3,7 +3,7 @@
 ``dmm --help``, ``dmm programs`` (and ``-v``) and ``dmm show`` on a saved trace must each take at most 3× the bare
 NumPy import: they never import JAX (whose import alone costs about ten NumPy imports here). Each command runs as a
 fresh process ``python -m dmm ...``, `REPEAT` times; the median wall time is reported, with the ratio to the
-NumPy baseline measured in the same run last. ``dmm run`` (which compiles and runs) is shown for scale. The
+NumPy baseline measured in the same run last. ``dmm run`` (which compiles and runs) and ``dmm plot`` (which loads matplotlib) are shown for scale. The
 commands run in a scratch folder (a module there named like a package, e.g. this folder's ``attention.py``, would
 shadow it).
 
@@ -12,6 +12,7 @@ shadow it).
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import subprocess
 import sys
@@ -66,6 +67,9 @@ def main() -> None:
             print(f"{name:<34} {t * 1e3:>7.0f} {t / base:>7.2f}")
         t = wall(dmm_cmd + ["run", "duplicate_detector", "--steps", "20", "-q", "--out", str(Path(tmp) / "d.npz")], tmp)
         print(f"{'(for scale) dmm run duplicate_detector':<34} {t * 1e3:>7.0f} {t / base:>7.2f}")
+        if importlib.util.find_spec("matplotlib") is not None:
+            t = wall(dmm_cmd + ["plot", str(trace), "-o", str(Path(tmp) / "run.png")], tmp)
+            print(f"{'(for scale) dmm plot run.npz':<34} {t * 1e3:>7.0f} {t / base:>7.2f}")
         print(f"worst quick-command ratio to the NumPy import: {worst:.2f} (goal: at most {GOAL})")
 
 

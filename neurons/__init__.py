@@ -36,3 +36,12 @@ from .matrix import matrix_neuron as matrix_neuron
 from .reader import reader as reader
 from .superfluid import mixture_kind as mixture_kind
 from .superfluid import superfluid as superfluid
+from .layers import causal_shift as causal_shift
+from .layers import dense as dense
+from .layers import embedding as embedding
+from .layers import gelu as gelu
+from .layers import ids_kind as ids_kind
+from .layers import layer_norm as layer_norm
+from .layers import position_embedding as position_embedding
+from .layers import rms_norm as rms_norm
+from .layers import silu as silu

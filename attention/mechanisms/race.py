@@ -8,7 +8,17 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from .base import COUNT, POSITIVE, Mechanism, choice, masked, option, register_mechanism, row_max, softmax_weights
+from .base import (
+    COUNT,
+    POSITIVE,
+    Mechanism,
+    choice,
+    masked,
+    option,
+    register_mechanism,
+    row_max,
+    softmax_weights,
+)
 
 Array = jax.Array
 

@@ -8,7 +8,15 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from .base import COUNT, FRACTION, Mechanism, masked, option, register_mechanism, row_max
+from .base import (
+    COUNT,
+    FRACTION,
+    Mechanism,
+    masked,
+    option,
+    register_mechanism,
+    row_max,
+)
 
 Array = jax.Array
 

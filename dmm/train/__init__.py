@@ -14,6 +14,12 @@ from .callbacks import MetricsLog as MetricsLog
 from .callbacks import ProgressBar as ProgressBar
 from .callbacks import SaveCheckpoints as SaveCheckpoints
 from .callbacks import ShowProgress as ShowProgress
+from .losses import accuracy as accuracy
+from .losses import cross_entropy as cross_entropy
+from .losses import per_position_cross_entropy as per_position_cross_entropy
+from .losses import trace_accuracy as trace_accuracy
+from .losses import trace_cross_entropy as trace_cross_entropy
+from .losses import trace_logits as trace_logits
 from .state import Metrics as Metrics
 from .state import TrainState as TrainState
 from .state import count_links as count_links
