@@ -4,11 +4,17 @@ for the softmax weights (gamma-cycle race, oscillator synchrony, rate competitio
 (`attention.mechanisms`; other packages add theirs with `register_mechanism`). How close they come to softmax is
 measured by the bridge study, `benchmarks/bridge.py` (`docs/bridge.md`)."""
 
+from .fastweights import beta_kind as beta_kind
+from .fastweights import delta_matrix_attention as delta_matrix_attention
 from .fastweights import delta_rule as delta_rule
+from .fastweights import fast_weights_kind as fast_weights_kind
 from .fastweights import linear_attention as linear_attention
 from .fastweights import linear_matrix_attention as linear_matrix_attention
+from .fastweights import linear_state_kind as linear_state_kind
 from .fastweights import srwm as srwm
+from .fastweights import srwm_init as srwm_init
 from .fastweights import srwm_kind as srwm_kind
+from .fastweights import srwm_matrix as srwm_matrix
 from .fastweights import srwm_type as srwm_type
 from .functional import dot_product_attention as dot_product_attention
 from .functional import dpfp as dpfp
@@ -36,9 +42,19 @@ from .mechanisms import softmax_weights as softmax_weights
 from .memory import add_with_state as add_with_state
 from .memory import kv_memory as kv_memory
 from .memory import memory_kind as memory_kind
+from .mixers import MIXERS as MIXERS
+from .mixers import DeltaMixer as DeltaMixer
+from .mixers import DotProductMixer as DotProductMixer
+from .mixers import LinearMixer as LinearMixer
+from .mixers import Mixer as Mixer
+from .mixers import SRWMMixer as SRWMMixer
+from .mixers import mixer as mixer
+from .mixers import register_mixer as register_mixer
+from .mixers import registered_mixers as registered_mixers
 from .softmax import attention as attention
 from .softmax import attention_weights as attention_weights
 from .softmax import matrix_attention as matrix_attention
 from .tasks import RecallTask as RecallTask
 from .tasks import recall_kinds as recall_kinds
 from .tasks import recall_task as recall_task
+from .tasks import mqar as mqar
