@@ -49,6 +49,7 @@ from .fastweights import (
 from .mechanisms import mechanism as resolve
 from .mechanisms import registered_mechanisms
 from .mechanisms.base import lookup_mechanism
+from .kinds import check_registration
 from .memory import add_with_state, kv_memory
 from .softmax import matrix_attention
 
@@ -190,11 +191,7 @@ def register_mixer(name: str) -> Callable[[type[Mixer]], type[Mixer]]:
         raise ProgramError(f"bad mixer name {name!r}")
 
     def deco(cls: type[Mixer]) -> type[Mixer]:
-        if not (isinstance(cls, type) and issubclass(cls, Mixer) and dataclasses.is_dataclass(cls)):
-            raise ProgramError(f"mixer {name!r}: {cls!r} is not a dataclass subclass of Mixer")
-        previous = _REGISTRY.get(name)
-        if previous is not None and previous.__qualname__ != cls.__qualname__:
-            raise ProgramError(f"mixer name {name!r} is already registered by {previous.__module__}")
+        check_registration(_REGISTRY, name, cls, Mixer, "mixer")
         if name in registered_mechanisms():
             raise ProgramError(f"mixer name {name!r} is an attention mechanism's name (it selects DotProductMixer)")
         cls.registered_name = name

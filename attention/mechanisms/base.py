@@ -24,6 +24,8 @@ import jax.numpy as jnp
 
 from dmm import ProgramError
 
+from ..kinds import check_registration
+
 Array = jax.Array
 
 
@@ -132,11 +134,7 @@ def register_mechanism(name: str) -> Callable[[type[Mechanism]], type[Mechanism]
         raise ProgramError(f"bad attention mechanism name {name!r}")
 
     def deco(cls: type[Mechanism]) -> type[Mechanism]:
-        if not (isinstance(cls, type) and issubclass(cls, Mechanism) and dataclasses.is_dataclass(cls)):
-            raise ProgramError(f"attention mechanism {name!r}: {cls!r} is not a dataclass subclass of Mechanism")
-        previous = _REGISTRY.get(name)
-        if previous is not None and previous.__qualname__ != cls.__qualname__:
-            raise ProgramError(f"attention mechanism name {name!r} is already registered by {previous.__module__}")
+        check_registration(_REGISTRY, name, cls, Mechanism, "attention mechanism")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
