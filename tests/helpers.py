@@ -42,3 +42,22 @@ def counter(source: str = "one", name: str = "cnt", keep: float = 1.0) -> dmm.Pr
     p.link(f"{name}.out", f"{name}.accum", keep)
     p.link(f"{source}.out", f"{name}.delta", 1.0)
     return p
+
+
+def neuron_param(machine, params, neuron: str, name: str):
+    """Parameter `name` of `neuron` in `params` (the machine's own when None), found through the public layout."""
+    params = machine.params if params is None else params
+    g = next(g for g in machine.layout.groups if neuron in g.members)
+    return params["neurons"][g.id][name][g.members.index(neuron)]
+
+
+def with_neuron_param(machine, params, neuron: str, name: str, value):
+    """`params` (the machine's own when None) with parameter `name` of `neuron` set to `value`."""
+    import jax
+
+    params = machine.params if params is None else params
+    g = next(g for g in machine.layout.groups if neuron in g.members)
+    new = jax.tree_util.tree_map(lambda a: a, params)
+    new["neurons"][g.id] = {**new["neurons"][g.id]}
+    new["neurons"][g.id][name] = new["neurons"][g.id][name].at[g.members.index(neuron)].set(value)
+    return new

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import dmm
 import neurons
+from helpers import neuron_param, with_neuron_param
 from neurons.layers import dense_type
 
 L, D_IN, D_OUT, V = 4, 3, 5, 7
@@ -366,13 +367,13 @@ def test_gradient_through_dense_and_layer_norm_matches_central_differences(x64):
     grad = jax.grad(loss)(m.params)
     h = 1e-6
     for neuron, name in (("d", "weight"), ("d", "bias"), ("ln", "scale"), ("ln", "offset"), ("y", "scale")):
-        value = np.asarray(m.param(None, neuron, name))
-        g = np.asarray(m.param(grad, neuron, name))
+        value = np.asarray(neuron_param(m, None, neuron, name))
+        g = np.asarray(neuron_param(m, grad, neuron, name))
         for idx in np.ndindex(value.shape):
             up, down = value.copy(), value.copy()
             up[idx] += h
             down[idx] -= h
-            fd = (float(loss(m.set_param(None, neuron, name, up))) - float(loss(m.set_param(None, neuron, name, down)))) / (2 * h)
+            fd = (float(loss(with_neuron_param(m, None, neuron, name, up))) - float(loss(with_neuron_param(m, None, neuron, name, down)))) / (2 * h)
             assert g[idx] == pytest.approx(fd, rel=1e-6, abs=1e-8), (neuron, name, idx)
 
 

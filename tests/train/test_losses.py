@@ -11,6 +11,7 @@ import pytest
 import dmm
 import dmm.train
 import neurons
+from helpers import neuron_param
 
 
 def np_cross_entropy(logits, labels, weights):
@@ -114,7 +115,7 @@ def test_trace_helpers_read_the_given_rows():
     labels = rng.integers(0, vocab, size=steps - 1)
     t = m.run(steps, inputs={"x.out": xs}, record=["head.out"])
     # the token fed in row r (cycle r + 1) is scored in row r + 1 (cycle r + 2)
-    w, b = (np.asarray(m.param(None, "head", n), np.float64) for n in ("weight", "bias"))
+    w, b = (np.asarray(neuron_param(m, None, "head", n), np.float64) for n in ("weight", "bias"))
     logits = xs[:-1].astype(np.float64) @ w + b
     lb = jnp.asarray(labels, jnp.int32)
     ce = dmm.train.trace_cross_entropy(t, "head.out", lb, rows=slice(1, None))
@@ -152,8 +153,8 @@ def test_gradient_of_a_trace_loss_equals_the_plain_jax_one():
         return dmm.train.cross_entropy(xs[:-1] @ w + b, labels)
 
     g = jax.grad(through_machine)(m.params)
-    w, b = m.param(None, "head", "weight"), m.param(None, "head", "bias")
+    w, b = neuron_param(m, None, "head", "weight"), neuron_param(m, None, "head", "bias")
     gw, gb = jax.grad(direct, argnums=(0, 1))(w, b)
-    np.testing.assert_allclose(m.param(g, "head", "weight"), gw, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(m.param(g, "head", "bias"), gb, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(neuron_param(m, g, "head", "weight"), gw, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(neuron_param(m, g, "head", "bias"), gb, rtol=1e-5, atol=1e-6)
     assert float(through_machine(m.params)) == pytest.approx(float(direct(w, b)), rel=1e-6)
