@@ -4,11 +4,15 @@ For every kind K the input ports are the rows of W_K and the output ports its co
 group by group, then port by port within the group's type, then neuron by neuron. Each group's ports therefore
 occupy contiguous slices of X_K and Y_K, so a cycle reads a group's inputs with static slices and writes its
 outputs by concatenation; nothing in the compiled cycle grows with the number of neurons of a type.
+
+A group's id (its key in ``params["neurons"]``) is a function of its neuron type alone (`group_id`), so adding,
+removing or reordering neurons of other types never renames a group.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -24,7 +28,8 @@ class Group:
     """Neurons of one type, run by one vectorised call.
 
     `inputs` and `outputs` give, per port of the type, `(port, kind name, start)`: the group's n values of that
-    port are rows `start : start + n` of X (or Y) of that kind.
+    port are rows `start : start + n` of X (or Y) of that kind. `id` is the group's key in ``params["neurons"]``, a
+    function of `type` alone (`group_id`).
     """
 
     id: str
@@ -124,6 +129,41 @@ class Layout:
         object.__setattr__(self, "_col_index", {k: {s: i for i, s in enumerate(v)} for k, v in self.cols.items()})
 
 
+DIGEST_CHARS = 8
+"""Hex digits of the configuration digest in a group id (see `group_id`)."""
+
+
+def group_id(t: NeuronType, chars: int = DIGEST_CHARS) -> str:
+    """The id of the group of neuron type `t`: its name when it has no configuration, else
+    ``f"{name}_{digest}"`` with `digest` the first `chars` hex digits of the SHA-256 of ``repr(t.config)`` (the
+    same in every process and on every machine, unlike Python's `hash`). E.g. ``"linear_1a2b3c4d"``.
+
+    `build_layout` uses ``chars=64`` (the whole digest) for types of one program whose short ids would collide (a
+    chance of about 2^-32 per pair of types: only then does an id depend on the program's other types)."""
+    if not t.config:
+        return t.name
+    return f"{t.name}_{hashlib.sha256(repr(t.config).encode()).hexdigest()[:chars]}"
+
+
+def _group_ids(types: list[NeuronType]) -> dict[NeuronType, str]:
+    """Distinct ids for distinct types: `group_id`, with the whole digest for the (astronomically rare) types whose
+    short ids collide, and a `ProgramError` if even those collide."""
+    ids = {t: group_id(t) for t in types}
+    count: dict[str, int] = {}
+    for gid in ids.values():
+        count[gid] = count.get(gid, 0) + 1
+    for t, gid in ids.items():
+        if count[gid] > 1:
+            ids[t] = group_id(t, 64)
+    if len(set(ids.values())) < len(ids):
+        by_id: dict[str, list[NeuronType]] = {}
+        for t, gid in ids.items():
+            by_id.setdefault(gid, []).append(t)
+        clash = next(v for v in by_id.values() if len(v) > 1)
+        raise ProgramError(f"neuron types {clash[0]!r} and {clash[1]!r} have the same group id {ids[clash[0]]!r}")
+    return ids
+
+
 def build_layout(program: Program) -> Layout:
     """Number the ports of `program` and group its neurons by type."""
     members: dict[NeuronType, list[str]] = {}
@@ -143,10 +183,9 @@ def build_layout(program: Program) -> Layout:
     rows: dict[str, list[str]] = {k: [] for k in kind_order}
     cols: dict[str, list[str]] = {k: [] for k in kind_order}
     groups = []
-    used_ids: dict[str, int] = {}
+    ids = _group_ids(list(members))
     for t, names in members.items():
-        gid = t.name if t.name not in used_ids else f"{t.name}_{used_ids[t.name]}"
-        used_ids[t.name] = used_ids.get(t.name, 0) + 1
+        gid = ids[t]
         ins, outs = [], []
         for port in t.inputs:
             ins.append((port.name, port.kind.name, len(rows[port.kind.name])))

@@ -2,7 +2,9 @@
 
 *Parameters* are ``{"W": {kind: W_K}, "neurons": {group id: {param: (n, ...)}}}``: W_K is the dense M_K x N_K block
 (rows = input ports, columns = output ports) or, for a sparse block, the values of its links in link order; neuron
-parameters are stacked over the n neurons of each group. *State* is `State(outputs, cycle)`: every output value
+parameters are stacked over the n neurons of each group. A group id depends only on its neuron type
+(`dmm.layout.group_id`, e.g. ``"dense_1a2b3c4d"``); reach one neuron's parameter by name with `param`, `set_param`
+and `param_path`, and select parameters and links by pattern with `mask`. *State* is `State(outputs, cycle)`: every output value
 Y_c, ``outputs[kind]`` of shape ``(N_K, *kind.shape)``, and the number of cycles done. When the program has a Self
 neuron, W lives in the state (Self's output) and ``params["W"]`` is only the initial matrix W_0.
 
@@ -13,8 +15,10 @@ cycle in one jitted `lax.scan` and records the selected streams.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -28,7 +32,7 @@ from .kinds import Kind
 from .backends import Block
 from .growth import transfer
 from .layout import Layout
-from .neuron import Context
+from .neuron import Context, Neuron
 from .program import Program
 from .remat import Auto, Nested, NoRemat, PerCycle, Remat, as_remat
 from .trace import Trace
@@ -234,6 +238,228 @@ class Machine:
         """Carry a running machine over to this one (a grown version of its program); see `dmm.growth.transfer`.
         Returns this machine's ``(params, state)``."""
         return transfer(self, old, state, params)
+
+    # ------------------------------------------------------------------------------------- neuron parameters
+    @functools.cached_property
+    def _neuron_place(self) -> dict[str, tuple[Any, int]]:
+        """{neuron: (its group, its index in the group)}."""
+        return {n: (g, i) for g in self.layout.groups for i, n in enumerate(g.members)}
+
+    @functools.cached_property
+    def _link_kinds(self) -> np.ndarray:
+        """The kind name of every program link, in program order (object array)."""
+        kind_of = {s: k for k, c in self.layout.cols.items() for s in c}
+        return np.asarray([kind_of[s] for s, _ in self.program.link_columns()[0]], object)
+
+    def param_path(self, neuron: str, name: str) -> tuple[str, str, str, int]:
+        """Where parameter `name` of `neuron` is stored: ``("neurons", group id, name, index in the group)``, so that
+        ``params["neurons"][gid][name][index]`` is its value. Group ids depend only on the neuron type
+        (`dmm.layout.group_id`), so a path stays valid when neurons of other types are added. An unknown neuron or
+        parameter raises `ProgramError` naming it (and listing the neuron's parameters)."""
+        place = self._neuron_place.get(neuron) if isinstance(neuron, str) else None
+        if place is None:
+            raise ProgramError(f"unknown neuron {neuron!r}: this machine has no neuron of that name")
+        g, i = place
+        if not isinstance(name, str) or name not in g.type.defaults:
+            raise ProgramError(
+                f"neuron {neuron!r} ({g.type!r}) has no parameter {name!r}; its parameters: {list(g.type.defaults)}"
+            )
+        return ("neurons", g.id, name, i)
+
+    def _param_leaf(self, path: tuple[str, str, str, int], params: Params, neuron: str) -> Any:
+        try:
+            return params["neurons"][path[1]][path[2]]
+        except (KeyError, TypeError, IndexError):
+            raise ProgramError(
+                f"params have no value for {neuron}.{path[2]} (at ['neurons'][{path[1]!r}][{path[2]!r}]): "
+                "they are not this machine's params"
+            ) from None
+
+    def param(self, neuron: str, name: str, params: Params | None = None) -> jax.Array:
+        """The value of parameter `name` of `neuron` in `params` (default: `self.params`; any pytree shaped like it,
+        such as `trainable` or a `mask`, works too): an array of the shape of the type's default value (the
+        NETWORK-kind value's shape for a NETWORK-kind parameter), in the params' dtype."""
+        path = self.param_path(neuron, name)
+        leaf = self._param_leaf(path, self.params if params is None else params, neuron)
+        return leaf[path[3]]
+
+    def set_param(self, neuron: str, name: str, value: Any, params: Params | None = None) -> Params:
+        """A copy of `params` (default: `self.params`) with parameter `name` of `neuron` set to `value`.
+
+        **Arguments:** `value`: an array-like of the shape of the type's default value (cast to the parameter's
+        dtype); for a NETWORK-kind parameter also matrix entries ``{(source port, target port): value}``. A wrong
+        shape or a value that is not finite raises `ProgramError` naming the neuron and parameter. Pure: under
+        `jax.jit` / `jax.grad` a traced `value` is taken as it is.
+        """
+        params = self.params if params is None else params
+        path = self.param_path(neuron, name)
+        _, gid, p, i = path
+        leaf = jnp.asarray(self._param_leaf(path, params, neuron))
+        where = f"set_param: neuron {neuron!r}, parameter {p!r}"
+        if isinstance(self.program.neurons[neuron].type.defaults[p], Kind) and _looks_like_entries(value):
+            try:
+                value = self.network.delta(value)
+            except ProgramError as e:
+                raise ProgramError(f"{where}: {e}") from None
+        if not isinstance(value, jax.core.Tracer):
+            try:
+                value = np.asarray(value)
+            except (TypeError, ValueError):
+                raise ProgramError(f"{where}: the value is not an array: {value!r}") from None
+            if value.dtype.kind not in "biuf":
+                raise ProgramError(f"{where}: the value is not numeric ({value.dtype})")
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                raise ProgramError(f"{where}: the value is not finite")
+        if tuple(np.shape(value)) != tuple(leaf.shape[1:]):
+            raise ProgramError(f"{where} has shape {tuple(leaf.shape[1:])}, not {tuple(np.shape(value))}")
+        group = {**params["neurons"][gid], p: leaf.at[i].set(jnp.asarray(value).astype(leaf.dtype))}
+        return {**params, "neurons": {**params["neurons"], gid: group}}
+
+    def mask(
+        self,
+        params: str | Sequence[str] = (),
+        links: str | Sequence[str] | Callable[[str, str], bool] = (),
+        *,
+        where: Callable[[str, str, Any], bool] | None = None,
+    ) -> Params:
+        """A pytree of booleans shaped like `self.params` (and `self.trainable`), True exactly at what it selects.
+
+        **Arguments:**
+
+        - `params`: glob patterns (`fnmatch`, case-sensitive) on ``"neuron.param"``, e.g. ``"attn*.w_q"`` or
+          ``"*.bias"``; a neuron parameter matching any of them is selected (all its entries).
+        - `links`: glob patterns on ``"src->dst"`` (no spaces), e.g. ``"*->head.in"``, or a predicate
+          ``links(src, dst) -> bool``; a program link that matches is selected (its stored W entry; a sparse block
+          has its own stored layout, see `entry`). Entries of a dense block that are not links are never selected.
+        - `where`: a predicate ``where(neuron_name, param_name, neuron) -> bool`` (`neuron` the program's
+          `dmm.Neuron`) selecting neuron parameters too.
+
+        A pattern that matches nothing raises `ProgramError` naming it (a predicate may select nothing). Compose with
+        the program's flags, e.g. ``jax.tree.map(operator.and_, machine.trainable, machine.mask("*.bias"))`` (train
+        only the trainable biases), ``operator.or_`` for unions, ``jnp.logical_not`` for complements. Leaves are bool
+        JAX arrays of the shapes of the matching `params` leaves.
+        """
+        pnames = self._patterns(params, "params")
+        candidates = [(n, p) for n, v in self.program.neurons.items() for p in v.type.defaults]
+        labels = [f"{n}.{p}" for n, p in candidates]
+        chosen: set[tuple[str, str]] = set()
+        for pat in pnames:
+            hit = _glob(pat, labels)
+            if not hit.any():
+                raise ProgramError(
+                    f"mask: the parameter pattern {pat!r} matches no 'neuron.param' of this machine "
+                    f"(there are {len(labels)}, e.g. {labels[:4]})"
+                )
+            chosen.update(candidates[e] for e in np.flatnonzero(hit))
+        if where is not None:
+            if not callable(where):
+                raise ProgramError(f"mask: where must be a function (neuron, param, Neuron) -> bool, not {where!r}")
+            neurons = self.program.neurons
+            chosen.update((n, p) for n, p in candidates if where(n, p, neurons[n]))
+        neuron_mask = {gid: {p: np.zeros(np.shape(v), bool) for p, v in d.items()} for gid, d in self.params["neurons"].items()}
+        for n, p in chosen:
+            _, gid, _, i = self.param_path(n, p)
+            neuron_mask[gid][p][i] = True
+
+        pairs = self.program.link_columns()[0]
+        if callable(links):
+            sel = np.fromiter((bool(links(s, d)) for s, d in pairs), bool, len(pairs))
+        else:
+            sel = np.zeros(len(pairs), bool)
+            lpats = self._patterns(links, "links")
+            if lpats:
+                labels = [f"{s}->{d}" for s, d in pairs]
+                for pat in lpats:
+                    hit = _glob(pat, labels)
+                    if not hit.any():
+                        raise ProgramError(
+                            f"mask: the link pattern {pat!r} matches no link 'src->dst' of this machine "
+                            f"(there are {len(labels)}, e.g. {labels[:3]})"
+                        )
+                    sel |= hit
+        kinds = self._link_kinds
+        W = {k: jnp.asarray(b.backend.store(b, sel[kinds == k], False)) for k, b in self.blocks.items()}
+        return {"W": W, "neurons": jax.tree_util.tree_map(jnp.asarray, neuron_mask)}
+
+    @staticmethod
+    def _patterns(spec: Any, what: str) -> list[str]:
+        pats = [spec] if isinstance(spec, str) else list(spec)
+        for pat in pats:
+            if not isinstance(pat, str):
+                raise ProgramError(f"mask: {what} patterns must be strings, not {pat!r}")
+        return pats
+
+    def to_program(self, params: Params | None = None, state: State | None = None) -> Program:
+        """This machine written back as a `Program`: the same neurons (names, types, order), initial values, links
+        (order and trainable flags) and `links_trainable`, with every link weight and neuron parameter taken from
+        `params` (default: `self.params`). With a Self neuron and a `state`, the weights come from the matrix in force
+        (Self's output in `state`, as in `matrices`), so the program starts where the run is.
+
+        Rule for entries that are not links: a nonzero entry of a dense block (or of the running matrix) that is
+        not a link of the program (set by `set_weights`, or written by Self) becomes a new link, *not trainable*
+        (the machine never trained it: its `trainable` entry is False), after the program's links, kind by kind in
+        row-major order (target, then source). A link whose weight is now zero stays a link. NETWORK-kind neuron
+        parameters become matrix entries: the original entries first (with their new values), then the other
+        nonzero entries. Compiling the result with this machine's backend and dtype gives these params again.
+        """
+        params = self.params if params is None else _conform("params", params, self.params)
+        prog = self.program
+        out = Program(prog.links_trainable)
+        for n, neuron in prog.neurons.items():
+            values = {}
+            for p, d in neuron.type.defaults.items():
+                v = np.asarray(self.param(n, p, params))
+                values[p] = self._entries_of(v, neuron.params[p]) if isinstance(d, Kind) else v.astype(d.dtype)
+            out.add(n, Neuron(neuron.type, values))
+        for stream, v in prog.initial.items():
+            out.set_initial(stream, v)
+
+        pairs, _, trainable = prog.link_columns()
+        weights = np.zeros(len(pairs))
+        running = None
+        if self.layout.self_stream is not None and state is not None:
+            running = {k: np.asarray(w) for k, w in self.matrices(params, state).items()}
+        extra: list[tuple[str, str, float]] = []
+        kinds = self._link_kinds
+        for k, b in self.blocks.items():
+            sel = np.flatnonzero(kinds == k)
+            if running is not None:
+                values = running[k]
+                rows, cols = np.indices(b.shape)
+                index = np.full(b.shape, -1, np.int64)
+                index[b.links] = np.arange(len(sel))
+            else:
+                values = np.asarray(params["W"][k])
+                rows, cols = b.entries
+                index = np.asarray(b.backend.store(b, np.arange(len(sel), dtype=np.int64), -1))
+            values, index = values.reshape(-1).astype(np.float64), index.reshape(-1)
+            rows, cols = np.asarray(rows).reshape(-1), np.asarray(cols).reshape(-1)
+            is_link = index >= 0
+            weights[sel[index[is_link]]] = values[is_link]
+            r_names, c_names = self.layout.rows[k], self.layout.cols[k]
+            for e in np.flatnonzero(~is_link & (values != 0)):
+                extra.append((c_names[cols[e]], r_names[rows[e]], float(values[e])))
+        out.link_many([s for s, _ in pairs], [d for _, d in pairs], weights, trainable=trainable)
+        if extra:
+            out.link_many([s for s, _, _ in extra], [d for _, d, _ in extra], [w for _, _, w in extra], trainable=False)
+        return out
+
+    def _entries_of(self, value: np.ndarray, original: Any) -> tuple[tuple[str, str, float], ...]:
+        """Matrix entries of a NETWORK-kind value: those of `original` (in order, once each) with their values in
+        `value`, then the other nonzero entries, kind by kind in row-major order."""
+        net = self.network
+        nonzero: dict[tuple[str, str], float] = {}
+        for k, _, _, _ in net.blocks:
+            blk = np.asarray(net.block(value, k), np.float64)
+            for i, j in zip(*np.nonzero(blk)):
+                nonzero[(net.cols[k][j], net.rows[k][i])] = float(blk[i, j])
+        out, seen = [], set()
+        for s, d, _ in original:
+            if (s, d) not in seen:
+                seen.add((s, d))
+                out.append((s, d, nonzero.pop((s, d), 0.0)))
+        out.extend((s, d, v) for (s, d), v in nonzero.items())
+        return tuple(out)
 
     # --------------------------------------------------------------------------------------------- cycle
     def step(
@@ -536,6 +762,21 @@ def _finite_entries(entries: Mapping[tuple[str, str], Any], what: str) -> list[t
             raise ProgramError(f"{what}: the value for {src!r} -> {dst!r} is {v}, not a finite number")
         out.append(((src, dst), v))
     return out
+
+
+def _glob(pattern: str, names: Sequence[str]) -> np.ndarray:
+    """Bool array: which of `names` the glob `pattern` matches (`fnmatch.fnmatchcase` rules)."""
+    match = re.compile(fnmatch.translate(pattern)).match
+    return np.fromiter((match(n) is not None for n in names), bool, len(names))
+
+
+def _looks_like_entries(value: Any) -> bool:
+    """Whether `value` is given as matrix entries (a mapping, or a sequence of ``(src, dst, v)`` /
+    ``((src, dst), v)`` items) rather than as an array."""
+    if isinstance(value, Mapping):
+        return True
+    return (isinstance(value, (tuple, list)) and len(value) > 0
+            and all(isinstance(e, (tuple, list)) and len(e) in (2, 3) and isinstance(e[0], (str, tuple)) for e in value))
 
 
 def check_steps(steps: Any) -> int:

@@ -60,9 +60,16 @@ class Program:
     A program is a mutable builder; `dmm.compile` takes a snapshot, so changing a program after compiling it does
     not change the machine. `copy()` gives an independent program (for growing a running machine, see
     `Machine.transfer`).
+
+    **Arguments:** `links_trainable`: the trainable flag of links made by `link` and `link_many` without a
+    `trainable` argument (default True; a program whose wiring is fixed, such as a Transformer's, uses False so
+    that only its neurons' parameters train).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, links_trainable: bool = True) -> None:
+        if not isinstance(links_trainable, (bool, np.bool_)):
+            raise ProgramError(f"links_trainable must be a bool, not {links_trainable!r}")
+        self._links_trainable = bool(links_trainable)
         self._neurons: dict[str, Neuron] = {}
         # links in columns: (src, dst) -> row of the weight and trainable columns, in the order they were made
         self._links: dict[tuple[str, str], int] = {}
@@ -106,11 +113,11 @@ class Program:
             del self._neurons[name]
             raise
 
-    def link(self, src: str, dst: str, weight: float = 1.0, *, trainable: bool = True) -> None:
+    def link(self, src: str, dst: str, weight: float = 1.0, *, trainable: bool | None = None) -> None:
         """Link output port `src` to input port `dst` with `weight` (W[dst, src] = weight).
 
-        `trainable=False` marks a hard link, kept fixed in training. Linking the same pair twice is an error
-        (use `set_weight` to change a weight).
+        `trainable=False` marks a hard link, kept fixed in training; None (default) takes the program's
+        `links_trainable`. Linking the same pair twice is an error (use `set_weight` to change a weight).
         """
         s_port, s_input = self._lookup(src)
         d_port, d_input = self._lookup(dst)
@@ -128,15 +135,16 @@ class Program:
             raise ProgramError(f"duplicate link {src!r} -> {dst!r} (use set_weight to change it)")
         self._links[(src, dst)] = len(self._weights)
         self._weights.append(w)
-        self._trainable.append(bool(trainable))
+        self._trainable.append(self._links_trainable if trainable is None else bool(trainable))
 
-    def link_many(self, src: Sequence[str], dst: Sequence[str], weight: Any = 1.0, *, trainable: Any = True) -> None:
+    def link_many(self, src: Sequence[str], dst: Sequence[str], weight: Any = 1.0, *, trainable: Any = None) -> None:
         """Make many links at once: ``link(src[e], dst[e], weight[e], trainable=trainable[e])`` for every e, checked
         together (each distinct port once), so that a million links take a fraction of a second.
 
         **Arguments:** `src`, `dst`: sequences of n stream names (output ports, input ports); `weight`: a number or
-        an array-like (n,) of finite numbers; `trainable`: a bool or an array-like (n,) of bools. Nothing is added
-        when any link is refused (the `ProgramError` names the first bad link).
+        an array-like (n,) of finite numbers; `trainable`: a bool or an array-like (n,) of bools, or None (default)
+        for the program's `links_trainable`. Nothing is added when any link is refused (the `ProgramError` names
+        the first bad link).
         """
         src, dst = list(src), list(dst)
         n = len(src)
@@ -146,7 +154,12 @@ class Program:
             w = np.broadcast_to(np.asarray(weight, np.float64), (n,))
         except (TypeError, ValueError):
             raise ProgramError(f"link_many: weights must be numbers broadcastable to ({n},), not {weight!r}") from None
-        train = np.broadcast_to(np.asarray(trainable), (n,))
+        if trainable is None:
+            trainable = self._links_trainable
+        try:
+            train = np.broadcast_to(np.asarray(trainable), (n,))
+        except ValueError:
+            raise ProgramError(f"link_many: trainable must be a bool or {n} bools, not {trainable!r}") from None
         if train.dtype != bool:
             raise ProgramError(f"link_many: trainable must be bools, not {train.dtype}")
         bad = np.flatnonzero(~np.isfinite(w))
@@ -224,6 +237,12 @@ class Program:
 
     # ---------------------------------------------------------------------------------------------- reading
     @property
+    def links_trainable(self) -> bool:
+        """The trainable flag of links made without a `trainable` argument (a building default: it is not part of
+        the program's content, so it does not enter `==`)."""
+        return self._links_trainable
+
+    @property
     def neurons(self) -> Mapping[str, Neuron]:
         """Neuron name -> `Neuron`, in the order they were added (a read-only view)."""
         return types.MappingProxyType(self._neurons)
@@ -283,7 +302,7 @@ class Program:
 
     def copy(self) -> Program:
         """An independent copy (neurons, links and initial values are immutable and shared)."""
-        out = Program()
+        out = Program(self._links_trainable)
         out._neurons, out._links = dict(self._neurons), dict(self._links)
         out._weights, out._trainable = list(self._weights), list(self._trainable)
         out._initial, out._kinds = dict(self._initial), dict(self._kinds)

@@ -45,19 +45,10 @@ def counter(source: str = "one", name: str = "cnt", keep: float = 1.0) -> dmm.Pr
 
 
 def neuron_param(machine, params, neuron: str, name: str):
-    """Parameter `name` of `neuron` in `params` (the machine's own when None), found through the public layout."""
-    params = machine.params if params is None else params
-    g = next(g for g in machine.layout.groups if neuron in g.members)
-    return params["neurons"][g.id][name][g.members.index(neuron)]
+    """Parameter `name` of `neuron` in `params` (the machine's own when None): `Machine.param`."""
+    return machine.param(neuron, name, params)
 
 
 def with_neuron_param(machine, params, neuron: str, name: str, value):
-    """`params` (the machine's own when None) with parameter `name` of `neuron` set to `value`."""
-    import jax
-
-    params = machine.params if params is None else params
-    g = next(g for g in machine.layout.groups if neuron in g.members)
-    new = jax.tree_util.tree_map(lambda a: a, params)
-    new["neurons"][g.id] = {**new["neurons"][g.id]}
-    new["neurons"][g.id][name] = new["neurons"][g.id][name].at[g.members.index(neuron)].set(value)
-    return new
+    """`params` (the machine's own when None) with parameter `name` of `neuron` set to `value`: `Machine.set_param`."""
+    return machine.set_param(neuron, name, value, params)

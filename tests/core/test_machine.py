@@ -321,7 +321,8 @@ def test_linear_neuron_matches_reference(getkey):
     t = dmm.compile(p).run(3)
     ref = run_reference(p, 3)
     np.testing.assert_allclose(t["out.y"], np.stack(ref["out.y"]), rtol=1e-6)
-    assert dmm.compile(p).trainable["neurons"]["linear"]["matrix"].all()
+    m = dmm.compile(p)
+    assert m.param("lin", "matrix", m.trainable).all()
 
 
 def test_parameters_keep_float64_precision(x64):

@@ -100,8 +100,7 @@ def test_penalties_and_mask_of_neuron_parameters():
     # X_c[out.y] = Y_{c-1}[lin]: Y_0 = 0; Y_1 = lin(0) = 0.25 (one starts at 0); Y_2 = lin(2·1) = 0.5·2 + 0.25
     assert float(me.loss) == pytest.approx(0.25**2 + 1.25**2)
     new, _ = tr.update(st)
-    g = m.params["neurons"]["linear"]
-    assert not np.array_equal(np.asarray(new.params["neurons"]["linear"]["matrix"]), np.asarray(g["matrix"]))
+    assert not np.array_equal(np.asarray(m.param("lin", "matrix", new.params)), np.asarray(m.param("lin", "matrix")))
     assert float(m.weight("lin.out", "out.y", new.params)) == 1.0  # hard link fixed
     frozen = jax.tree_util.tree_map(lambda x: jnp.zeros_like(x, bool), st.mask)
     st2 = tr.init(mask=frozen)
