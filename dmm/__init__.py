@@ -10,6 +10,8 @@ files, traces, checkpoints), `dmm.train` (training on optax), `dmm.sparsify` (pr
 `dmm.plot` (figures and text tables) and `dmm.cli` (the ``dmm`` command).
 """
 
+from .blocks import Block as Block
+from .blocks import Ports as Ports
 from .errors import DMMError as DMMError
 from .errors import FileFormatError as FileFormatError
 from .errors import NonFiniteError as NonFiniteError
@@ -18,6 +20,11 @@ from .errors import UnknownStreamError as UnknownStreamError
 from .kinds import NETWORK as NETWORK
 from .kinds import NUMBER as NUMBER
 from .kinds import Kind as Kind
+from .latency import align as align
+from .latency import check_cycles as check_cycles
+from .latency import check_rows as check_rows
+from .latency import depths as depths
+from .latency import first_cycle as first_cycle
 from .layout import Layout as Layout
 from .layout import NetworkLayout as NetworkLayout
 from .neuron import Context as Context

@@ -10,7 +10,9 @@ are selected away. The log-softmax is max-shifted (stable for logits of any size
 float32. Pure JAX: use them in a `dmm.train.Trainer` loss, under `jax.grad`, `jax.jit` and `jax.vmap`.
 
 `trace_cross_entropy` and `trace_accuracy` read the logits from a stream of a `dmm.Trace` (or a `dmm.BatchTrace`)
-at given rows, so that the caller, who knows the program's latency, says which cycles carry the predictions.
+at given rows, so that the caller, who knows the program's latency, says which cycles carry the predictions; with
+``first=`` (the cycle at which the stream first carries the input, e.g. `dmm.first_cycle`) they refuse rows that
+read earlier cycles.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dmm import BatchTrace, ProgramError, Trace
+import numpy as np
+
+from dmm import BatchTrace, ProgramError, Trace, check_cycles
 
 
 def _weights(labels: jax.Array, mask: Any, dtype: Any) -> jax.Array:
@@ -109,15 +113,29 @@ def accuracy(logits: Any, labels: Any, mask: Any = None) -> jax.Array:
     return _masked_mean(jax.lax.stop_gradient(hit), weights)
 
 
-def trace_logits(trace: Trace | BatchTrace, stream: str, rows: Any) -> jax.Array:
+def _start(trace: Trace | BatchTrace) -> int | None:
+    """The cycles done before the trace's first row (the earliest over a batch), or None when traced."""
+    try:
+        first = np.asarray(trace.first_cycle)
+    except Exception:  # traced under a JAX transformation
+        return None
+    return int(first.min()) if first.size else None
+
+
+def trace_logits(trace: Trace | BatchTrace, stream: str, rows: Any, *, first: int | None = None) -> jax.Array:
     """The values of `stream` at `rows` of `trace`.
 
     **Arguments:**
 
     - `trace`: a `dmm.Trace` (stream arrays (steps, *shape)) or a `dmm.BatchTrace` ((B, steps, *shape)).
     - `stream`: the stream holding the logits, of a kind (..., V).
-    - `rows`: which rows (cycles first_cycle + 1 + row): an int (one row, the row axis dropped), a slice or an
-      integer index array (rows gathered in that order).
+    - `rows`: which rows (row r holds cycle trace.first_cycle + 1 + r): an int (one row, the row axis dropped), a
+      slice or an integer index array (rows gathered in that order).
+    - `first`: optional, the first cycle at which `stream` carries the input (e.g. ``dmm.first_cycle(program,
+      stream)``): rows reading an earlier cycle raise `dmm.ProgramError` ("the loss reads row 3 (cycle 4) of
+      'readout.out', which first carries the input at cycle 5"). The check is static: it is made when `rows` and
+      the trace's `first_cycle` are concrete, and skipped when either is traced (under `jax.jit`, `jax.grad` or
+      `jax.vmap` a run's `first_cycle` is traced; check once outside, e.g. with `dmm.check_rows`).
 
     **Returns:** ``trace[stream][rows]`` (``[:, rows]`` for a BatchTrace).
     """
@@ -126,17 +144,28 @@ def trace_logits(trace: Trace | BatchTrace, stream: str, rows: Any) -> jax.Array
     index = rows if isinstance(rows, (int, slice)) else jnp.asarray(rows)
     if not isinstance(index, (int, slice)) and not jnp.issubdtype(index.dtype, jnp.integer):
         raise ProgramError(f"trace_logits: rows must be an int, a slice or integer indices, not {index.dtype}")
+    if first is not None:
+        if isinstance(first, bool) or not isinstance(first, (int, np.integer)):
+            raise ProgramError(f"trace_logits: first must be an int cycle (e.g. dmm.first_cycle), not {first!r}")
+        start = _start(trace)
+        if start is not None and values.ndim > axis:
+            check_cycles(stream, rows, int(first), steps=values.shape[axis], start=start)
     return values[(slice(None),) * axis + (index,)]
 
 
-def trace_cross_entropy(trace: Trace | BatchTrace, stream: str, labels: Any, *, rows: Any, mask: Any = None) -> jax.Array:
-    """`cross_entropy` of the logits ``trace_logits(trace, stream, rows)`` against `labels`, whose shape is theirs
-    without the last axis (with a leading B for a BatchTrace); `mask` as in `cross_entropy`. `rows` is required:
-    the caller knows at which cycles the program's predictions arrive (see `trace_logits`)."""
-    return cross_entropy(trace_logits(trace, stream, rows), labels, mask)
+def trace_cross_entropy(
+    trace: Trace | BatchTrace, stream: str, labels: Any, *, rows: Any, mask: Any = None, first: int | None = None
+) -> jax.Array:
+    """`cross_entropy` of the logits ``trace_logits(trace, stream, rows, first=first)`` against `labels`, whose
+    shape is theirs without the last axis (with a leading B for a BatchTrace); `mask` as in `cross_entropy`. `rows`
+    is required: the caller knows at which cycles the program's predictions arrive (see `trace_logits`, whose
+    `first` refuses rows read too early)."""
+    return cross_entropy(trace_logits(trace, stream, rows, first=first), labels, mask)
 
 
-def trace_accuracy(trace: Trace | BatchTrace, stream: str, labels: Any, *, rows: Any, mask: Any = None) -> jax.Array:
-    """`accuracy` of the logits ``trace_logits(trace, stream, rows)`` against `labels` (see
+def trace_accuracy(
+    trace: Trace | BatchTrace, stream: str, labels: Any, *, rows: Any, mask: Any = None, first: int | None = None
+) -> jax.Array:
+    """`accuracy` of the logits ``trace_logits(trace, stream, rows, first=first)`` against `labels` (see
     `trace_cross_entropy`)."""
-    return accuracy(trace_logits(trace, stream, rows), labels, mask)
+    return accuracy(trace_logits(trace, stream, rows, first=first), labels, mask)
