@@ -3,7 +3,8 @@
 - `state`: `TrainState`, `Metrics`, `count_links`, `stack_states`, `unstack_state`.
 - `trainer`: `Trainer` (validation, init, the pure `train_step`/`eval_step` and their jitted `update`/`evaluate`).
 - `through_self`: `SelfCarrier`, delivering updates through a running machine's Self neuron.
-- `loop`: the host loop (`fit`, `fit_many`), which `Trainer.fit` and `Trainer.fit_many` call.
+- `loop`: the host loop (`fit`, `fit_many`), which `Trainer.fit` and `Trainer.fit_many` call, and `BatchFn` (a
+  batch function that runs inside the jitted steps).
 - `callbacks`: `ProgressBar`, `MetricsLog` and the callbacks of `fit` (progress, metrics log, checkpoints).
 """
 
@@ -14,6 +15,7 @@ from .callbacks import MetricsLog as MetricsLog
 from .callbacks import ProgressBar as ProgressBar
 from .callbacks import SaveCheckpoints as SaveCheckpoints
 from .callbacks import ShowProgress as ShowProgress
+from .loop import BatchFn as BatchFn
 from .losses import accuracy as accuracy
 from .losses import cross_entropy as cross_entropy
 from .losses import per_position_cross_entropy as per_position_cross_entropy

@@ -110,6 +110,8 @@ class Chunk(NamedTuple):
     - `rows`: {"loss", "penalty", "grad_norm": float64 arrays (k,), "links": int arrays (k,)}: each step's metrics.
     - `horizons`: int array (k,): the horizon of each step.
     - `done`, `total`: ints, steps done by this `fit` so far and in all.
+    - `evaluation`: None, or when the chunk ended with a held-out evaluation (``fit(..., eval_every=...)``, at step
+      ``first + k``) its values ``{"loss": float, metric name: float, ...}`` (see `Trainer.measure`).
     """
 
     state: TrainState
@@ -118,6 +120,7 @@ class Chunk(NamedTuple):
     horizons: np.ndarray
     done: int
     total: int
+    evaluation: dict[str, float] | None = None
 
 
 class Callback:
@@ -139,13 +142,18 @@ class Callback:
 
 
 class ShowProgress(Callback):
-    """A `ProgressBar` of `total` (int) steps on `stream` (default stderr) showing the last loss and link count."""
+    """A `ProgressBar` of `total` (int) steps on `stream` (default stderr) showing the last loss and link count,
+    and the latest held-out evaluation (``eval_loss``, ``eval_<metric>``) once there is one."""
 
     def __init__(self, total: int, stream: TextIO | None = None):
         self.bar = ProgressBar(total, stream=stream)
+        self.evaluation: dict[str, float] = {}
 
     def chunk(self, info: Chunk) -> None:
-        self.bar.update(info.done, loss=float(info.rows["loss"][-1]), links=int(info.rows["links"][-1]))
+        if info.evaluation is not None:
+            self.evaluation = {f"eval_{k}": float(v) for k, v in info.evaluation.items()}
+        self.bar.update(info.done, loss=float(info.rows["loss"][-1]), links=int(info.rows["links"][-1]),
+                        **self.evaluation)
 
     def close(self) -> None:
         self.bar.close()
@@ -153,7 +161,8 @@ class ShowProgress(Callback):
 
 class LogMetrics(Callback):
     """One JSONL line per step appended to `path` (a str or path): step, horizon, seconds since the start, loss,
-    penalty, grad_norm, links."""
+    penalty, grad_norm, links; and after the line of a step with a held-out evaluation, an evaluation line: step,
+    horizon, seconds, eval_loss and eval_<metric> for each metric (no "loss" key, so the two are told apart)."""
 
     def __init__(self, path: str | os.PathLike):
         self.log = MetricsLog(path)
@@ -164,6 +173,10 @@ class LogMetrics(Callback):
         for i, h in enumerate(info.horizons):
             self.log.write(step=info.first + i + 1, horizon=int(h), seconds=seconds,
                            **{f: v[i].item() for f, v in info.rows.items()})
+        if info.evaluation is not None:
+            step = info.first + len(info.horizons)
+            self.log.write(step=step, horizon=int(info.horizons[-1]), seconds=seconds,
+                           **{f"eval_{k}": float(v) for k, v in info.evaluation.items()})
 
     def close(self) -> None:
         self.log.close()

@@ -33,6 +33,15 @@ once.
 trained is the one the running machine holds in Self's output, and each update is delivered through the machine
 (see `dmm.train.through_self`).
 
+Streams of batches (``fit(..., batches=...)``): a Python iterable of ``(inputs, data)`` pairs consumed on the host,
+or a batch function ``(key, step) -> (inputs, data)`` (a `dmm.train.BatchFn`) that runs inside the jitted step; see
+`dmm.train.loop`. Held-out evaluation every k steps (``eval_every``, ``eval_batch``) reports the loss and the
+trainer's `metrics` (``{"accuracy": fn(trace, data) -> scalar}``) on an evaluation batch.
+
+Data-parallel training (``devices=jax.devices()``, with ``batched=True``): the batch axis of inputs and data is split
+over a 1-D `jax.sharding.Mesh` of the devices (axis ``"batch"``), the training state is replicated, and jit
+(GSPMD) partitions the step; the results equal one device's to float rounding.
+
 NaN/Inf guard (``guard=True``): every episode checks every stream at every cycle; a non-finite stream, loss or
 gradient stops training with `NonFiniteError` naming the step, the first cycle and the stream; the error's `state`
 attribute holds the last finite `TrainState` (the one before the failing step), also when `fit` was running many
@@ -51,6 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dmm import Machine, NonFiniteError, Params, ProgramError, State, Trace
 
@@ -81,6 +91,9 @@ def _all_finite(finite: jax.Array, flags: Mapping[str, jax.Array] | None) -> jax
         return finite
     return finite & jnp.all(jnp.asarray([jnp.all(f) for f in flags.values()]))
 
+
+BATCH_AXIS = "batch"
+"""The name of the mesh axis the batch is split over when a `Trainer` has `devices`."""
 
 OPTAX_PROMOTION = jax.numpy_dtype_promotion("standard")
 """The optimizers run under JAX's standard dtype promotion (optax mixes Python scalars and int32 step counts with the
@@ -113,6 +126,11 @@ class Trainer:
     - `through_self`: the NETWORK-kind output stream of an update channel linked into Self's delta (see
       `dmm.train.through_self`); None for ordinary training.
     - `episodes`: "reset" or "continue" (only with `through_self`).
+    - `metrics`: ``{name: fn(trace, data) -> scalar}`` measured (batch mean, like the loss) on evaluation episodes
+      (`measure`, and ``fit``'s ``eval_every``); names are identifiers other than "loss".
+    - `devices`: None (default: no sharding), or a non-empty sequence of `jax.Device`s (e.g. ``jax.devices()``):
+      data-parallel training over a 1-D mesh of them (needs `batched`; the batch size must be divisible by their
+      number).
     """
 
     machine: Machine
@@ -129,6 +147,8 @@ class Trainer:
     remat: str = "auto"
     through_self: str | None = None
     episodes: str = "reset"
+    metrics: Mapping[str, Callable[[Trace, Any], jax.Array]] = dataclasses.field(default_factory=dict)
+    devices: Sequence[Any] | None = None
 
     def __post_init__(self) -> None:
         m = self.machine
@@ -163,6 +183,25 @@ class Trainer:
         clip = optax.identity() if self.clip_norm is None else optax.clip_by_global_norm(self.clip_norm)
         object.__setattr__(self, "_clip", clip)
         object.__setattr__(self, "_jitted", {})
+        metrics = dict(self.metrics or {})
+        for name, fn in metrics.items():
+            if not isinstance(name, str) or not name.isidentifier() or name == "loss":
+                raise ProgramError(f"Trainer: metric name {name!r} must be an identifier other than 'loss'")
+            if not callable(fn):
+                raise ProgramError(f"Trainer: metric {name!r} must be a function (trace, data) -> scalar")
+        object.__setattr__(self, "metrics", metrics)
+        mesh = None
+        if self.devices is not None:
+            devices = tuple(self.devices)
+            if not self.batched:
+                raise ProgramError("Trainer: devices (data-parallel sharding of the batch axis) needs batched=True")
+            if not devices or not all(isinstance(d, jax.Device) for d in devices):
+                raise ProgramError(f"Trainer: devices must be a non-empty sequence of jax.Device, not {self.devices!r}")
+            if len(set(devices)) != len(devices):
+                raise ProgramError("Trainer: devices lists a device twice")
+            object.__setattr__(self, "devices", devices)
+            mesh = Mesh(np.asarray(devices, dtype=object), (BATCH_AXIS,))
+        object.__setattr__(self, "_mesh", mesh)
 
     def jitted(self, fn: Callable, **jit_kwargs: Any) -> Callable:
         """``jax.jit(functools.partial(fn, self), **jit_kwargs)``, made once per trainer, `fn` and options and kept
@@ -171,6 +210,50 @@ class Trainer:
         if key not in self._jitted:
             self._jitted[key] = jax.jit(functools.partial(fn, self), **jit_kwargs)
         return self._jitted[key]
+
+    # --------------------------------------------------------------------------------------------- sharding
+    @property
+    def mesh(self) -> Mesh | None:
+        """The 1-D `jax.sharding.Mesh` (axis ``"batch"``) over `devices`, or None without `devices`."""
+        return self._mesh
+
+    def _batch_sharding(self, tree: Any, axis: int, where: str) -> NamedSharding:
+        n = len(self.devices)
+        for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            shape = np.shape(x)
+            if len(shape) <= axis or shape[axis] % n:
+                size = shape[axis] if len(shape) > axis else "missing"
+                name = jax.tree_util.keystr(path)
+                raise ProgramError(
+                    f"{where}: the batch axis of {name} (size {size}) is not divisible by the {n} devices of the mesh"
+                )
+        return NamedSharding(self._mesh, PartitionSpec(*([None] * axis), BATCH_AXIS))
+
+    def shard_batch(self, inputs: Mapping[str, Any] | None, data: Any, *, axis: int = 0) -> tuple[Any, Any]:
+        """`inputs` and `data` placed with their batch axis (`axis`, an int: 0, or 1 for a stack of batches) split
+        over the mesh (host call; unchanged without `devices`). Raises `ProgramError` naming the leaf
+        (``['inputs']['x.out']``, ``['data']...``) whose batch size is not divisible by the number of devices."""
+        if self._mesh is None:
+            return inputs, data
+        tree = {"inputs": inputs, "data": data}
+        sharding = self._batch_sharding(tree, axis, "Trainer")
+        out = jax.device_put(tree, sharding)
+        return out["inputs"], out["data"]
+
+    def constrain_batch(self, inputs: Mapping[str, Any] | None, data: Any) -> tuple[Any, Any]:
+        """Inside jit: `inputs` and `data` (a generated batch, batch axis 0) constrained to be split over the mesh
+        (`jax.lax.with_sharding_constraint`); unchanged without `devices`."""
+        if self._mesh is None:
+            return inputs, data
+        tree = {"inputs": inputs, "data": data}
+        out = jax.lax.with_sharding_constraint(tree, self._batch_sharding(tree, 0, "Trainer: the batch function"))
+        return out["inputs"], out["data"]
+
+    def replicate(self, state: TrainState) -> TrainState:
+        """`state` replicated on every device of the mesh (host call; unchanged without `devices`)."""
+        if self._mesh is None:
+            return state
+        return jax.device_put(state, NamedSharding(self._mesh, PartitionSpec()))
 
     # ------------------------------------------------------------------------------------------------ state
     def init(
@@ -247,14 +330,38 @@ class Trainer:
     def _key(self, state: TrainState) -> jax.Array | None:
         return jax.random.fold_in(state.key, state.step) if self.machine.stochastic else None
 
-    def _episode(self, var: Params, state: TrainState, inputs, data, key, h: int):
-        """Loss and (final state, finiteness flags) of one episode (one batch element) for parameters `var`."""
+    def _episode(self, var: Params, state: TrainState, inputs, data, key, h: int, *, metrics: bool = False):
+        """Loss and (final state, finiteness flags) of one episode (one batch element) for parameters `var`; with
+        `metrics`, the loss is ``{"loss": loss, name: metric}``."""
         start = None if self._carrier is None else self._carrier.start(var, state.run)
         trace, flags = self.episode_trace(var, start, inputs, key, h, check_finite=self.guard)
         loss = jnp.asarray(self.loss(trace, data))
         if loss.shape != ():
             raise ProgramError(f"Trainer: the loss must return a scalar, got shape {loss.shape}")
+        if metrics:
+            values = {"loss": loss}
+            for name, fn in self.metrics.items():
+                v = jnp.asarray(fn(trace, data))
+                if v.shape != ():
+                    raise ProgramError(f"Trainer: metric {name!r} must return a scalar, got shape {v.shape}")
+                values[name] = v
+            loss = values
         return loss, (trace.state, flags)
+
+    def _over_batch(self, episode: Callable, inputs, data, key):
+        """``episode(inputs, data, key) -> (scalars, (final, flags))`` over the batch when batched: the batch mean
+        of the scalars (a pytree), the final states (with the batch axis) and the flags of all members."""
+        if not self.batched:
+            return episode(inputs, data, key)
+        b = jax.tree_util.tree_leaves((inputs, data))
+        if not b:
+            raise ProgramError("Trainer: batched=True needs inputs or data with a leading batch axis")
+        n = b[0].shape[0]
+        keys = None if key is None else jax.random.split(key, n)
+        values, (final, flags) = jax.vmap(episode, in_axes=(0, 0, None if keys is None else 0))(inputs, data, keys)
+        values = jax.tree_util.tree_map(jnp.mean, values)
+        flags = None if flags is None else {s: jnp.all(f, axis=0) for s, f in flags.items()}
+        return values, (final, flags)
 
     def objective(
         self, var: Params, state: TrainState, inputs: Mapping[str, jax.Array], data: Any, horizon: int
@@ -268,20 +375,9 @@ class Trainer:
         **Returns:** ``(loss + penalty, (loss, penalty, final state, finiteness flags or None))``: the data loss
         (batch mean) and the penalty are scalars.
         """
-        key = self._key(state)
-        if self.batched:
-            b = jax.tree_util.tree_leaves((inputs, data))
-            if not b:
-                raise ProgramError("Trainer: batched=True needs inputs or data with a leading batch axis")
-            n = b[0].shape[0]
-            keys = None if key is None else jax.random.split(key, n)
-            losses, (final, flags) = jax.vmap(
-                lambda i, d, k: self._episode(var, state, i, d, k, horizon), in_axes=(0, 0, None if keys is None else 0)
-            )(inputs, data, keys)
-            loss = jnp.mean(losses)
-            flags = None if flags is None else {s: jnp.all(f, axis=0) for s, f in flags.items()}
-        else:
-            loss, (final, flags) = self._episode(var, state, inputs, data, key, horizon)
+        loss, (final, flags) = self._over_batch(
+            lambda i, d, k: self._episode(var, state, i, d, k, horizon), inputs, data, self._key(state)
+        )
         penalty = _penalty(var, state.mask, state.l1, state.l2)
         return loss + penalty.astype(loss.dtype), (loss, penalty, final, flags)
 
@@ -322,6 +418,16 @@ class Trainer:
         finite = _all_finite(jnp.isfinite(loss), flags)
         return Metrics(loss, penalty, jnp.zeros((), loss.dtype), count_links(state.mask), finite), flags
 
+    def measure_step(self, state: TrainState, inputs: Mapping[str, jax.Array], data: Any, *, horizon: int):
+        """The evaluation values of `state` (pure): ``{"loss": data loss, name: metric for each of `metrics`}``
+        (float scalars, batch means when batched), whether the loss and streams were finite (bool scalar), and the
+        finiteness flags; arguments as `train_step`."""
+        var = self.variables(state)
+        values, (_, flags) = self._over_batch(
+            lambda i, d, k: self._episode(var, state, i, d, k, horizon, metrics=True), inputs, data, self._key(state)
+        )
+        return values, _all_finite(jnp.isfinite(values["loss"]), flags), flags
+
     def _evaluate_many(self, states: TrainState, inputs, data, *, horizon: int):
         def one(s):
             metrics, _ = self.eval_step(s, inputs, data, horizon=horizon)
@@ -335,11 +441,13 @@ class Trainer:
     ) -> tuple[TrainState, Metrics]:
         """One training step (one jitted call). `inputs`: {output stream: (steps, *shape)} (with a leading batch
         axis when batched), cut to the horizon; `data`: passed to the loss. Returns the new state and the step's
-        `Metrics` (measured before the update). Raises `NonFiniteError` (state unchanged) when the guard trips."""
+        `Metrics` (measured before the update). Raises `NonFiniteError` (state unchanged) when the guard trips. With
+        `devices`, the state is replicated over them and the batch axis of inputs and data split (`shard_batch`)."""
         step = int(state.step)
         h = self.horizon(step)
         fn = self.jitted(Trainer.train_step, static_argnames=("horizon",))
-        new, metrics, flags = fn(state, self.episode_inputs(inputs, h), data, horizon=h)
+        state = self.replicate(state)
+        new, metrics, flags = fn(state, *self.shard_batch(self.episode_inputs(inputs, h), data), horizon=h)
         if self.guard and not bool(metrics.finite):
             self._raise(f"training step {step + 1}", flags, metrics, state)
         return new, metrics
@@ -351,10 +459,26 @@ class Trainer:
         force."""
         h = self.horizon(int(state.step)) if horizon is None else int(horizon)
         fn = self.jitted(Trainer.eval_step, static_argnames=("horizon",))
-        metrics, flags = fn(state, self.episode_inputs(inputs, h), data, horizon=h)
+        state = self.replicate(state)
+        metrics, flags = fn(state, *self.shard_batch(self.episode_inputs(inputs, h), data), horizon=h)
         if self.guard and not bool(metrics.finite):
             self._raise(f"evaluation at step {int(state.step)}", flags, metrics, state)
         return metrics
+
+    def measure(
+        self, state: TrainState, inputs: Mapping[str, Any] | None = None, data: Any = None, *, horizon: int | None = None
+    ) -> dict[str, float]:
+        """The data loss and the trainer's `metrics` of `state` on one evaluation batch, without updating it:
+        ``{"loss": float, name: float, ...}`` (batch means when batched; the loss equals ``evaluate(...).loss``).
+        `inputs`, `data`, `horizon` as in `evaluate`; raises `NonFiniteError` when the guard trips."""
+        h = self.horizon(int(state.step)) if horizon is None else int(horizon)
+        fn = self.jitted(Trainer.measure_step, static_argnames=("horizon",))
+        state = self.replicate(state)
+        values, finite, flags = fn(state, *self.shard_batch(self.episode_inputs(inputs, h), data), horizon=h)
+        if self.guard and not bool(finite):
+            loss = values["loss"]
+            self._raise(f"evaluation at step {int(state.step)}", flags, Metrics(loss, loss, loss, loss, finite), state)
+        return {name: float(v) for name, v in values.items()}
 
     def evaluate_many(
         self, states: TrainState, inputs: Mapping[str, Any] | None = None, data: Any = None, *, horizon: int | None = None
@@ -388,7 +512,11 @@ class Trainer:
         inputs: Mapping[str, Any] | None = None,
         data: Any = None,
         *,
+        batches: Any = None,
         chunk: int = 1,
+        eval_every: int = 0,
+        eval_batch: Any = None,
+        eval_key: jax.Array | None = None,
         progress: bool | None = None,
         log: str | os.PathLike | None = None,
         checkpoint: str | os.PathLike | None = None,
@@ -398,14 +526,22 @@ class Trainer:
     ) -> tuple[TrainState, dict[str, np.ndarray]]:
         """Run `n` (an int) training steps (`dmm.train.loop.fit`).
 
-        **Arguments:** `state`, `inputs`, `data` as in `update`; `chunk` (int): steps per jitted call (a `lax.scan`
-        over updates; the results are the same as step by step, the Python overhead is paid once per chunk);
-        `progress`: a progress bar on `stream` (default stderr; default: on for runs of 100 steps or more); `log`:
-        a JSONL metrics file, one line per step, appended to; `checkpoint`, `checkpoint_every` (int): save the state
-        there (see `dmm.files.save_checkpoint`) every that many steps and at the end; `callbacks`: more
-        `dmm.train.callbacks.Callback`s.
+        **Arguments:** `state`, `inputs`, `data` as in `update` (the same at every step), or instead `batches`: a
+        batch function ``(key, step) -> (inputs, data)`` run inside the jitted step (a `dmm.train.BatchFn` or any
+        callable), or an iterable of ``(inputs, data)`` pairs, one per step (see `dmm.train.loop`); `chunk` (int):
+        steps per jitted call (a `lax.scan` over updates; the results are the same as step by step, the Python
+        overhead is paid once per chunk; an iterator's pairs are stacked for it); `eval_every` (int, 0: never)
+        and `eval_batch` (an ``(inputs, data)`` pair, or a function ``key -> (inputs, data)`` called once with
+        `eval_key`, default derived from the state's key): the loss and `metrics` on that batch after every step
+        count divisible by `eval_every`; `progress`: a progress bar on `stream` (default stderr; default: on for
+        runs of 100 steps or more); `log`: a JSONL metrics file, one line per step (and one per evaluation),
+        appended to; `checkpoint`, `checkpoint_every` (int): save the state there (see
+        `dmm.files.save_checkpoint`) every that many steps and at the end; `callbacks`: more
+        `dmm.train.callbacks.Callback`s. With `devices`, the state is replicated and the batches split over them.
 
-        **Returns:** the final state and the history {"loss", "penalty", "grad_norm", "links"}: NumPy arrays (n,).
+        **Returns:** the final state and the history {"loss", "penalty", "grad_norm", "links"}: NumPy arrays (n,)
+        (fewer when an iterator of batches ends early); with `eval_every` also "eval_step" (int (E,)),
+        "eval_loss" and "eval_<metric>" (float64 (E,)).
         """
         if checkpoint_every and checkpoint is None:
             raise ProgramError("fit: checkpoint_every needs a checkpoint path")
@@ -418,7 +554,8 @@ class Trainer:
             own.append(LogMetrics(log))
         if checkpoint is not None:
             own.append(SaveCheckpoints(checkpoint, checkpoint_every))
-        return loop.fit(self, state, n, inputs, data, chunk=chunk, callbacks=[*own, *callbacks])
+        return loop.fit(self, state, n, inputs, data, batches=batches, chunk=chunk, eval_every=eval_every,
+                        eval_batch=eval_batch, eval_key=eval_key, callbacks=[*own, *callbacks])
 
     def fit_many(
         self, states: TrainState, n: int, inputs: Mapping[str, Any] | None = None, data: Any = None, *, chunk: int = 100
