@@ -15,4 +15,5 @@ from .selfref import live_edit_counter as live_edit_counter
 from .selfref import matrix_wave as matrix_wave
 from .selfref import self_extinguishing as self_extinguishing
 from .synthesis import synthesis_network as synthesis_network
+from .transformer import generate as generate
 from .transformer import transformer as transformer

@@ -100,7 +100,7 @@ def test_timing_and_naming():
     q.link("a.out", "b.in")
     q.link("a.out", "s.a")
     q.link("b.out", "s.b")
-    with pytest.raises(dmm.ProgramError, match="'s' are not aligned"):
+    with pytest.raises(dmm.ProgramError, match="neuron 's' mixes data fed at different cycles"):
         stream_depths(q)
 
 
