@@ -4,7 +4,7 @@
 NumPy import: they never import JAX (whose import alone costs about ten NumPy imports here). Each command runs as a
 fresh process ``python -m dmm ...``, `REPEAT` times; the median wall time is reported, with the ratio to the
 NumPy baseline measured in the same run last. ``dmm run`` (which compiles and runs) and ``dmm plot`` (which loads matplotlib) are shown for scale. The
-commands run in a scratch folder (a module there named like a package, e.g. this folder's ``attention.py``, would
+commands run in a scratch folder (a module there named like a package, e.g. a script named ``attention.py``, would
 shadow it).
 
     python benchmarks/cli_startup.py

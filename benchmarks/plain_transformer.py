@@ -32,9 +32,10 @@ The parameter names (the pytree `init` returns; "weight" is (d_in, d_out), appli
 
 Heads split the feature axis in order: head h owns features h·d/H … (h + 1)·d/H − 1 of Q, K, V and of the input of O.
 
-Training (`train`): optax AdamW, learning rate 3e-3 after a linear warm-up (default 100 steps), weight decay 0.1 on
-every parameter (as Zoology's AdamW over all parameters), β = (0.9, 0.999), batch 64; each step draws a fresh
-MQAR batch (`attention.mqar`) inside the jitted step. Measured: compile time of the step, seconds per step (median
+Training (`train`; its optimizer is `optimizer`, its update `make_step`, both also used by
+``benchmarks/transformer.py``): optax AdamW, learning rate 3e-3 after a linear warm-up (default 100 steps), weight
+decay 0.1 on every parameter (as Zoology's AdamW over all parameters), β = (0.9, 0.999), batch 64; each step draws
+a fresh MQAR batch (`attention.mqar`) inside the jitted step. Measured: compile time of the step, seconds per step (median
 over the steps after a warm-up of 5, each blocked on), test accuracy on a fixed held-out set every `eval_every`
 steps, and the first evaluated step reaching 0.99 test accuracy.
 """
@@ -50,7 +51,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages, ahead of benchmarks/attention.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages, ahead of this folder's scripts
 
 import jax
 import jax.numpy as jnp
@@ -146,6 +147,28 @@ def accuracy(params: Params, tokens: jax.Array, labels: jax.Array, *, heads: int
     return jnp.sum(hit) / jnp.maximum(jnp.sum(mask), 1)
 
 
+def optimizer(lr: float = 3e-3, warmup: int = 100, weight_decay: float = 0.1) -> optax.GradientTransformation:
+    """The benchmarks' AdamW: peak learning rate `lr` (float) after a linear warm-up of `warmup` steps (int; 0: none),
+    then constant; decoupled weight decay `weight_decay` (float) on every parameter; β = (0.9, 0.999)."""
+    schedule = optax.linear_schedule(0.0, lr, warmup) if warmup else lr
+    return optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=weight_decay)
+
+
+def make_step(opt: optax.GradientTransformation, *, heads: int) -> Callable:
+    """The pure training step ``step(params, opt_state, tokens, labels) -> (params, opt_state, loss)`` (jit it):
+    one `opt` update on the gradient of `loss` for int tokens and labels (B, L'); `heads` H as given to `init`. The
+    update runs under JAX's standard dtype promotion (as `dmm.train.Trainer`'s optimizers do), so the step also
+    works where a user sets ``jax_numpy_dtype_promotion="strict"``."""
+
+    def step(params: Params, opt_state: Any, tokens: jax.Array, labels: jax.Array):
+        value, grads = jax.value_and_grad(loss)(params, tokens, labels, heads=heads)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32 step counts
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, value
+
+    return step
+
+
 class Result(NamedTuple):
     """What `train` measured: the final `params`; `compile_s` the step's compile time; `step_s` the median seconds
     per step after the warm-up; `history` [(step, test accuracy)]; `steps_to_target` the first evaluated step
@@ -175,16 +198,14 @@ def train(
     """
     k_init, k_data, k_test = jax.random.split(key, 3)
     params = init(k_init, vocab=vocab, length=length, d_model=d_model, heads=heads, layers=layers)
-    schedule = optax.linear_schedule(0.0, lr, warmup) if warmup else lr
-    opt = optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=weight_decay)
+    opt = optimizer(lr, warmup, weight_decay)
+    update = make_step(opt, heads=heads)
     task = dict(vocab=vocab, length=length, pairs=pairs)
     test_tokens, test_labels = mqar(k_test, test_size, **task)
 
     def step(params, opt_state, i):
         tokens, labels = mqar(jax.random.fold_in(k_data, i), batch, **task)
-        value, grads = jax.value_and_grad(loss)(params, tokens, labels, heads=heads)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
+        return update(params, opt_state, tokens, labels)
 
     opt_state = opt.init(params)
     t = time.perf_counter()

@@ -1,7 +1,7 @@
 """The softmax attention neuron inside a DMM run against `jax.nn.dot_product_attention` on the same data.
 
-    python benchmarks/attention.py            # L = 256, 8 heads, d = 64 per head (and d_model = 64), T = 16 cycles
-    python benchmarks/attention.py --quick    # a small smoke run
+    python benchmarks/attention_bench.py            # L = 256, 8 heads, d = 64 per head (and d_model = 64), T = 16 cycles
+    python benchmarks/attention_bench.py --quick    # a small smoke run
 
 A program feeds Q, K, V (L × d_model matrix streams, from external sources, one new triple per cycle) into one
 `attention.matrix_attention` neuron and records its output for T cycles (`Machine.run`, one jitted `lax.scan`).
