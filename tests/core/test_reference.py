@@ -126,9 +126,24 @@ def check_against_reference(p: dmm.Program, inputs: dict, steps: int, backend: s
         np.testing.assert_allclose(trace[s], want, rtol=1e-10, atol=1e-10, err_msg=f"stream {s} ({backend})")
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+
+
+@settings(max_examples=80, **SETTINGS)
 @given(programs())
 def test_runtime_equals_reference(case):
+    """Random programs (80 in the default run; `test_runtime_equals_reference_long`, marked slow, draws 500)."""
+    check_case(case)
+
+
+@pytest.mark.slow
+@settings(max_examples=500, **SETTINGS)
+@given(programs())
+def test_runtime_equals_reference_long(case):
+    check_case(case)
+
+
+def check_case(case):
     p, inputs, steps = case
     ref = run_reference(p, steps, inputs)
     assume(bounded(ref, limit_for(p)))
