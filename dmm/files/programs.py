@@ -95,6 +95,8 @@ def _body(program: Program) -> tuple[dict, dict[str, np.ndarray]]:
             arrays[f"y{i}"] = np.asarray(v)
             initial[stream] = f"y{i}"
     body = {"neurons": neurons, "links": [[l.src, l.dst, l.trainable] for l in program.links], "initial": initial}
+    if not program.links_trainable:  # written only when it is not the default, so older files read the same
+        body["links_trainable"] = False
     return body, arrays
 
 
@@ -179,7 +181,7 @@ def _build(doc: dict, jpath: Path, names: set[str], array: Callable[[str, str], 
         except Exception as e:  # neuron factories are extension code: any error they raise is the file's fault
             raise fail(jpath, f"field {field}: rejected ({type(e).__name__}: {short(str(e), 200)})") from None
 
-    p = Program()
+    p = Program(want_bool(doc.get("links_trainable", True), jpath, "'links_trainable'"))
     neurons = want_list(get(doc, "neurons", jpath), jpath, "'neurons'")
     for i, n in enumerate(neurons):
         f = f"'neurons'[{i}]"

@@ -61,6 +61,21 @@ def test_round_trip_of_canonical_program(tmp_path):
     assert dmm.files.load_program(tmp_path / "det") == p
 
 
+def test_the_default_trainability_of_links_round_trips(tmp_path):
+    p = dmm.Program(links_trainable=False)
+    p.add("one", neurons.const(1.0))
+    p.add("acc", neurons.accumulator())
+    p.link("one.out", "acc.delta")
+    dmm.files.save_program(p, tmp_path / "fixed")
+    q = dmm.files.load_program(tmp_path / "fixed")
+    assert q == p and q.links_trainable is False and not q.links[0].trainable
+    q.link("acc.out", "acc.accum")  # a link made after loading takes the saved default
+    assert not q.links[1].trainable
+    dmm.files.save_program(rich_program(), tmp_path / "default")
+    assert "links_trainable" not in json.loads((tmp_path / "default.json").read_text())
+    assert dmm.files.load_program(tmp_path / "default").links_trainable is True
+
+
 def test_file_is_plain_json(tmp_path):
     dmm.files.save_program(rich_program(), tmp_path / "p")
     meta = json.loads((tmp_path / "p.json").read_text())
