@@ -446,4 +446,4 @@ def generate(machine: dmm.Machine, prompt: Any, steps: int, *, params: Any = Non
     padded[:p] = ids
     run = machine.jitted(_generate)
     out = run(machine.params if params is None else params, jnp.asarray(padded), jnp.int32(p), jnp.int32(steps))
-    return np.asarray(out[: p + steps], np.int64)
+    return np.asarray(out, np.int64)[: p + steps]  # sliced on the host: no compilation per length

@@ -140,3 +140,25 @@ def test_generate_refuses_bad_calls():
         generate(dmm.compile(_build("race", "token", _params(0))), [1], 2)
     np.testing.assert_array_equal(generate(tok, [3, 4], 0), [3, 4])
     assert programs.generate is generate
+
+
+def test_generate_compiles_once_per_machine():
+    """Prompts of other lengths, other `steps` and other weights reuse the one compiled loop (counted by JAX's own
+    backend-compile events)."""
+    machine = dmm.compile(_build("softmax", "token", _params(0)))
+    compiles = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    generate(machine, [1, 2], 1)  # the first call compiles
+    other = dmm.compile(_build("softmax", "token", _params(1))).params
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        a = generate(machine, [3, 4, 5], 4)
+        b = generate(machine, [6], 2, params=other)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiles == []
+    assert a.shape == (7,) and b.shape == (3,)
