@@ -14,8 +14,9 @@ programs (`programs.transformer`) can be compared with it weight for weight. Cau
   softmax (a position attends to itself and the positions before it).
 - MLP: d → 4d → d, GELU between (``jax.nn.gelu`` default, the tanh approximation, approximate=True).
 - LayerNorm: over the last axis, biased variance, eps 1e-5, with a scale (init 1) and an offset (init 0).
-- Initialisation: dense weights normal with std 1/√d_in, all biases 0; token and position embeddings normal with
-  std 0.02.
+- Initialisation: dense weights normal with std 1/√d_in, all biases 0; token embeddings normal with std 1, position
+  embeddings normal with std 0.02 (with token embeddings of std 0.02, as GPT-2 draws them, the embedding is about 4 %
+  of the residual stream after the first block at this size, and MQAR sits at its 0.25 plateau for 3,000+ steps).
 
 The parameter names (the pytree `init` returns; "weight" is (d_in, d_out), applied as x · weight + bias):
 
@@ -81,7 +82,7 @@ def init(key: jax.Array, *, vocab: int, length: int, d_model: int, heads: int, l
         raise ValueError(f"init: d_model {d_model} is not a multiple of heads {heads}")
     k_tok, k_pos, k_out, *k_layers = jax.random.split(key, 3 + layers)
     out: Params = {
-        "embed": {"token": 0.02 * jax.random.normal(k_tok, (vocab, d_model)),
+        "embed": {"token": jax.random.normal(k_tok, (vocab, d_model)),
                   "position": 0.02 * jax.random.normal(k_pos, (length, d_model))},
         "layers": [],
         "final_ln": _ln(d_model),

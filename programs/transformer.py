@@ -210,8 +210,10 @@ def transformer(
       `attention.Mixer` (its heads are replaced by `heads`).
     - `form`: "sequence" (the whole (L,) ids sequence in one value) or "token" (one id per cycle); see `FORMS`.
     - `seed`, `key`: the PRNG key (`key`, else ``jax.random.key(seed)``) that draws the parameters not in
-      `params` (dense weights N(0, 1/d_in), embeddings N(0, 0.02²), biases 0, norms 1 and 0; the mixer's own
-      parameters by `attention.Mixer.init_params`).
+      `params` (dense weights N(0, 1/d_in), token embeddings N(0, 1), position embeddings N(0, 0.02²), biases 0,
+      norms 1 and 0; the mixer's own parameters by `attention.Mixer.init_params`; the baseline's `init` draws the
+      same way: with token embeddings as small as the positions', MQAR stays on its 0.25 plateau for thousands of
+      steps).
     - `params`: the plain-JAX baseline's pytree (``benchmarks/plain_transformer.py``), float arrays:
       ``["embed"]["token"]`` (V, d), ``["embed"]["position"]`` (L, d), ``["layers"][i]["ln1" | "ln2"]["scale" |
       "offset"]`` (d,), ``["layers"][i]["attn"][port]["weight" | "bias"]`` for each mixer input port (q, k, v:
@@ -283,7 +285,7 @@ def transformer(
 
     k_tok, k_pos = P.next_key(), P.next_key()
     tok = P.get(("embed", "token"), (V, d))
-    x = f"{b.add('embed', neurons.embedding(V, hidden, in_kind=ids, table=tok, key=k_tok), {'in': TOKENS})}.out"
+    x = f"{b.add('embed', neurons.embedding(V, hidden, in_kind=ids, table=tok, key=k_tok, std=1.0), {'in': TOKENS})}.out"
     pos = P.get(("embed", "position"), (L, d))
     if seq:
         x = f"{b.add('position', neurons.position_embedding(hidden, table=pos, key=k_pos), {'in': x})}.out"
