@@ -230,7 +230,7 @@ def srwm_init(in_kind: Kind, out_kind: Kind, rates: int = 4, heads: int = 1, *, 
 
 
 @neuron_type("srwm")
-def srwm_type(in_kind: Kind, out_kind: Kind, rates: int = 4, heads: int = 1):
+def srwm_type(in_kind: Kind, out_kind: Kind, rates: int = 4, heads: int = 1, gated: bool = False):
     """Modern self-referential weight matrix (Irie+ 2022), one token per cycle.
 
     Input `x` (`in_kind`, (d,)) and `state_in` (ΔW, `srwm_kind`); outputs `y` (`out_kind`) and `state`. The
@@ -243,6 +243,9 @@ def srwm_type(in_kind: Kind, out_kind: Kind, rates: int = 4, heads: int = 1):
     with one learning rate (`rates` = 1) or one per row block y, q, k, β (`rates` = 4, the official code). With
     H = `heads` (the official multi-head layer), head h has its own matrix reading the h-th d/H columns of x and
     writing the h-th d_out/H of y; W_0 and ΔW stack the heads' matrices.
+
+    With `gated`, a NUMBER input `write` g scales the update: ΔW_t = ΔW_{t-1} + g · (the update above), so a cycle
+    with g = 0 (no token) leaves the matrix as it is (y is still read with W_{t-1}).
     """
     where = "srwm"
     check_kind(in_kind, "in_kind", where, 1)
@@ -252,11 +255,13 @@ def srwm_type(in_kind: Kind, out_kind: Kind, rates: int = 4, heads: int = 1):
     def fn(p, x, ctx):
         w = p["w0"] + x["state_in"]
         new, y = F.srwm_step(w, x["x"], d_out=out_kind.size, rates=rates, heads=heads)
+        if gated:
+            return {"y": y, "state": x["state_in"] + x["write"] * (new - w)}
         return {"y": y, "state": new - p["w0"]}
 
+    inputs = {"x": in_kind, **({"write": NUMBER} if gated else {}), "state_in": state}
     return make_type(
-        {"x": in_kind, "state_in": state}, {"y": out_kind, "state": state}, fn=fn,
-        defaults={"w0": np.zeros(state.shape)}, trainable=("w0",),
+        inputs, {"y": out_kind, "state": state}, fn=fn, defaults={"w0": np.zeros(state.shape)}, trainable=("w0",),
     )
 
 

@@ -398,9 +398,7 @@ class SRWMMixer(Mixer):
 
     def token(self, key_kind: Kind, value_kind: Kind, *, capacity: int | None = None, gated: bool = False) -> NeuronType:
         self._check_capacity(capacity, required=False)
-        if gated:
-            raise ProgramError(f"{self._where('token')}: the SRWM has no gated form")
-        return srwm_type(key_kind, value_kind, self.rates, heads=self.heads)
+        return srwm_type(key_kind, value_kind, self.rates, heads=self.heads, gated=gated)
 
     def init_params(self, q_kind: Kind, v_kind: Kind, key: jax.Array | None = None) -> dict[str, np.ndarray]:
         """{"w0": W_0 ~ N(0, 1/d_h)} drawn with `key` (`srwm_init`), or {} (W_0 = 0) without a key."""

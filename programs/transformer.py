@@ -21,7 +21,8 @@ The network is the pre-LN decoder of ``benchmarks/plain_transformer.py``, neuron
   tokens: "count" (`neurons.accumulator` looping onto itself, its delta the valid stream) minus ``valid_0``, so
   that token t is at position t however many bubbles precede it. The caches and the counter are the only neurons
   that remember past cycles, so bubbles change nothing that a later token sees. Fed a token every cycle (valid not fed), the counter equals the cycle
-  count and the form behaves as a cycle-counting one. The SRWM has no gated form, hence no token form here.
+  count and the form behaves as a cycle-counting one. The SRWM's gated form scales its own update by the write
+  signal, so a bubble leaves its matrix as it was.
 
 The neurons of layer i (no '.' in names, so an underscore): ``l{i}_ln1``; one dense projection ``l{i}_{port}``
 from the LN into each input port of the mixer (``q``, ``k``, ``v`` for dot-product, linear and delta attention,

@@ -308,8 +308,7 @@ def test_one_way_to_name_and_select_a_mixer():
         state = mx.state_kind(kk, vk, capacity=5)
         assert tok.port("state_in").kind == tok.port("state").kind == state
         np.testing.assert_array_equal(mx.initial_state(kk, vk, capacity=5), np.zeros(state.shape))
-        if name != "srwm":
-            assert mx.token(kk, vk, capacity=5, gated=True).is_input("write")
+        assert mx.token(kk, vk, capacity=5, gated=True).is_input("write")
         if mx.constant_state:  # a fixed-size state: the capacity does not matter
             assert mx.state_kind(kk, vk) == mx.state_kind(kk, vk, capacity=99)
     # options: a mechanism's go to the mechanism; canonical with defaults; replaced on a Mixer
@@ -355,7 +354,6 @@ def test_mixer_errors_name_the_mixer_and_the_option():
         (lambda: attention.mixer("srwm").sequence(sk, sv, causal=False), "causal=False is not available"),
         (lambda: attention.mixer("softmax").token(kk, vk), "needs capacity"),
         (lambda: attention.mixer("linear").token(kk, vk, capacity=0), "capacity must be an int >= 1"),
-        (lambda: attention.mixer("srwm").token(kk, vk, gated=True), "no gated form"),
         (lambda: attention.mixer("delta").sequence(kk, vk), "2 dimension"),
         (lambda: attention.mixer("delta").sequence(sk, dmm.Kind("short", (L - 1, 4))), "same length L"),
     ]

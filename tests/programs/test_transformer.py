@@ -138,7 +138,6 @@ def test_params_by_name_errors():
         ({"layers": 0}, "layers must be a positive integer"),
         ({"form": "tokens"}, "form must be one of"),
         ({"mixer": "nope"}, "mixer 'nope'"),
-        ({"mixer": "srwm", "form": "token"}, "token form needs a gated mixer"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -146,7 +145,7 @@ def test_bad_arguments(kwargs, match):
         transformer(**kwargs)
 
 
-@pytest.mark.parametrize("mixer", ["softmax", "linear", "delta"])
+@pytest.mark.parametrize("mixer", ["softmax", "linear", "delta", "srwm"])
 def test_token_form_equals_sequence_rows(mixer, x64):
     vocab, length = 7, 5
     kw = {"vocab": vocab, "length": length, "d_model": 8, "heads": 2, "layers": 2, "mixer": mixer, "seed": 5}
