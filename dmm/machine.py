@@ -339,18 +339,9 @@ class Machine:
         only the trainable biases), ``operator.or_`` for unions, ``jnp.logical_not`` for complements. Leaves are bool
         JAX arrays of the shapes of the matching `params` leaves.
         """
-        pnames = self._patterns(params, "params")
         candidates = [(n, p) for n, v in self.program.neurons.items() for p in v.type.defaults]
-        labels = [f"{n}.{p}" for n, p in candidates]
-        chosen: set[tuple[str, str]] = set()
-        for pat in pnames:
-            hit = _glob(pat, labels)
-            if not hit.any():
-                raise ProgramError(
-                    f"mask: the parameter pattern {pat!r} matches no 'neuron.param' of this machine "
-                    f"(there are {len(labels)}, e.g. {labels[:4]})"
-                )
-            chosen.update(candidates[e] for e in np.flatnonzero(hit))
+        hit = _select(self._patterns(params, "params"), [f"{n}.{p}" for n, p in candidates], "parameter", "'neuron.param'")
+        chosen: set[tuple[str, str]] = {candidates[e] for e in np.flatnonzero(hit)}
         if where is not None:
             if not callable(where):
                 raise ProgramError(f"mask: where must be a function (neuron, param, Neuron) -> bool, not {where!r}")
@@ -365,18 +356,7 @@ class Machine:
         if callable(links):
             sel = np.fromiter((bool(links(s, d)) for s, d in pairs), bool, len(pairs))
         else:
-            sel = np.zeros(len(pairs), bool)
-            lpats = self._patterns(links, "links")
-            if lpats:
-                labels = [f"{s}->{d}" for s, d in pairs]
-                for pat in lpats:
-                    hit = _glob(pat, labels)
-                    if not hit.any():
-                        raise ProgramError(
-                            f"mask: the link pattern {pat!r} matches no link 'src->dst' of this machine "
-                            f"(there are {len(labels)}, e.g. {labels[:3]})"
-                        )
-                    sel |= hit
+            sel = _select(self._patterns(links, "links"), [f"{s}->{d}" for s, d in pairs], "link", "link 'src->dst'")
         kinds = self._link_kinds
         W = {k: jnp.asarray(b.backend.store(b, sel[kinds == k], False)) for k, b in self.blocks.items()}
         return {"W": W, "neurons": jax.tree_util.tree_map(jnp.asarray, neuron_mask)}
@@ -792,6 +772,21 @@ def _glob(pattern: str, names: Sequence[str]) -> np.ndarray:
     """Bool array: which of `names` the glob `pattern` matches (`fnmatch.fnmatchcase` rules)."""
     match = re.compile(fnmatch.translate(pattern)).match
     return np.fromiter((match(n) is not None for n in names), bool, len(names))
+
+
+def _select(patterns: Sequence[str], labels: Sequence[str], what: str, names: str) -> np.ndarray:
+    """Bool array over `labels`: matched by any of the glob `patterns`; a pattern that matches nothing raises
+    `ProgramError` ("the {what} pattern ... matches no {names} of this machine")."""
+    sel = np.zeros(len(labels), bool)
+    for pat in patterns:
+        hit = _glob(pat, labels)
+        if not hit.any():
+            raise ProgramError(
+                f"mask: the {what} pattern {pat!r} matches no {names} of this machine "
+                f"(there are {len(labels)}, e.g. {list(labels[:3])})"
+            )
+        sel |= hit
+    return sel
 
 
 def _looks_like_entries(value: Any) -> bool:

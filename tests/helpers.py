@@ -52,3 +52,24 @@ def neuron_param(machine, params, neuron: str, name: str):
 def with_neuron_param(machine, params, neuron: str, name: str, value):
     """`params` (the machine's own when None) with parameter `name` of `neuron` set to `value`: `Machine.set_param`."""
     return machine.set_param(neuron, name, value, params)
+
+
+def transformer_params(plain, vocab: int, length: int, d_model: int, heads: int, layers: int, seed: int) -> dict:
+    """The plain-JAX baseline's parameter pytree (names and shapes from `plain.init`, `plain` the loaded
+    ``benchmarks/plain_transformer.py``), filled with NumPy draws large enough that every parameter counts: weights
+    and tables N(0, 1/rows), biases and offsets N(0, 0.1²), scales 1 + N(0, 0.1²)."""
+    import jax
+    import numpy as np
+
+    shapes = jax.eval_shape(
+        lambda k: plain.init(k, vocab=vocab, length=length, d_model=d_model, heads=heads, layers=layers), jax.random.key(0)
+    )
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        z = rng.normal(size=leaf.shape)
+        if len(leaf.shape) == 2:
+            return z / np.sqrt(leaf.shape[0])
+        return 0.1 * z + (1.0 if path[-1].key == "scale" else 0.0)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)

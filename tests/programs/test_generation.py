@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import load_script
+from helpers import load_script, transformer_params
 
 import dmm
 import programs
@@ -21,18 +21,8 @@ def _params(seed, beta=False):
     """The baseline's pytree (names and shapes from `plain.init`) with NumPy draws large enough that the greedy
     continuation varies: weights and tables N(0, 1/rows), biases and offsets N(0, 0.1²), scales 1 + N(0, 0.1²);
     with `beta`, also the delta mixer's beta projection (d, H), (H,) in each layer."""
-    shapes = jax.eval_shape(
-        lambda k: plain.init(k, vocab=VOCAB, length=LENGTH, d_model=D, heads=HEADS, layers=LAYERS), jax.random.key(0)
-    )
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        z = rng.normal(size=leaf.shape)
-        if len(leaf.shape) == 2:
-            return z / np.sqrt(leaf.shape[0])
-        return 0.1 * z + (1.0 if path[-1].key == "scale" else 0.0)
-
-    tree = jax.tree_util.tree_map_with_path(draw, shapes)
+    tree = transformer_params(plain, VOCAB, LENGTH, D, HEADS, LAYERS, seed)
+    rng = np.random.default_rng(seed + 1000)
     for layer in tree["layers"] if beta else ():
         layer["attn"]["beta"] = {"weight": rng.normal(size=(D, HEADS)) / np.sqrt(D), "bias": np.zeros(HEADS)}
     return tree

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import load_script
+from helpers import load_script, transformer_params
 
 import dmm
 import neurons
@@ -49,19 +49,7 @@ def _sequence_logits(program, dtype):
 def _reference_params(shape, seed):
     """The baseline's parameter pytree (names and shapes from `plain.init`), filled with NumPy draws: weights and
     tables N(0, 1/rows), biases and offsets N(0, 0.1²), scales 1 + N(0, 0.1²), so that every parameter counts."""
-    vocab, length, d, heads, layers = shape
-    shapes = jax.eval_shape(
-        lambda k: plain.init(k, vocab=vocab, length=length, d_model=d, heads=heads, layers=layers), jax.random.key(0)
-    )
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        z = rng.normal(size=leaf.shape)
-        if len(leaf.shape) == 2:
-            return z / np.sqrt(leaf.shape[0])
-        return 0.1 * z + (1.0 if path[-1].key == "scale" else 0.0)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
+    return transformer_params(plain, *shape, seed)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
